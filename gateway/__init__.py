@@ -1,0 +1,3 @@
+"""proget-gateway: an authenticating reverse proxy for Inedo ProGet."""
+
+__version__ = "0.1.0"

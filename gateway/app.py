@@ -1,0 +1,85 @@
+"""The two ASGI apps: the proxy (a plain ASGI callable, no framework on the hot path) and the admin
+app (Starlette: /healthz, /readyz, /metrics), which never shares a port with the proxy.
+
+The proxy is plain ASGI because every request passes through it: Starlette's Request/Response objects
+add allocations per request that buy nothing when the pipeline works on the raw scope. The admin app
+is low-traffic and benefits from Starlette's routing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from gateway.metrics import REGISTRY
+from gateway.pipeline import Runtime, handle
+from gateway.settings import Config
+from gateway.types import Receive, Scope, Send
+from gateway.upstream import UpstreamClient
+
+
+class ProxyApp:
+    """The gateway's proxy port. Owns the upstream client through the ASGI lifespan."""
+
+    def __init__(self, config: Config) -> None:
+        self.runtime = Runtime(config, UpstreamClient(config.settings.upstream))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await handle(scope, receive, send, self.runtime)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.runtime.upstream.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.upstream.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class Readiness:
+    """Ready = config loaded and keys resolved (true once we run) and ProGet's /health answers.
+
+    The upstream check is cached for a second so a tight probe loop does not become load on ProGet.
+    """
+
+    def __init__(self, upstream: UpstreamClient, ttl: float = 1.0) -> None:
+        self._upstream = upstream
+        self._ttl = ttl
+        self._checked = 0.0
+        self._ok = False
+
+    async def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked > self._ttl:
+            self._ok = await self._upstream.health()
+            self._checked = now
+        return self._ok
+
+
+def admin_app(proxy: ProxyApp) -> Starlette:
+    readiness = Readiness(proxy.runtime.upstream)
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        ok = await readiness.ready()
+        body = {"ready": ok, "config": True, "keys": True, "upstream": ok}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    return Starlette(routes=routes)

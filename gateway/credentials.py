@@ -1,0 +1,152 @@
+"""Find the client's credential in every channel ProGet or a package client could use.
+
+Channels: ``Authorization`` (Bearer, Basic with the token as password, or a raw token as Cargo sends
+it), ``X-ApiKey``, ``X-NuGet-ApiKey`` (header names compared after folding ``_`` to ``-``, since some
+servers treat them alike), query ``key``/``API_Key``, urlencoded form ``key`` and the JSON root
+``API_Key``. The same token repeated is one credential (NuGet sends Basic and X-NuGet-ApiKey
+together); different values are ambiguous and refused, because the gateway and ProGet could pick
+different ones.
+
+The result carries the query and the inspected body with every credential removed: finding a
+credential and cutting it out are one scan, so nothing found can be forgotten when forwarding.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.canonical import Route, Target
+from gateway.errors import ContentTypeNotAllowed, CredentialAmbiguous, CredentialMalformed
+from gateway.framing import Head
+from gateway.payloads import scan_form, scan_json, scan_query
+from gateway.settings import Limits
+
+
+class BodyKind(Enum):
+    """How the request body travels: streamed untouched, or read (capped) and rewritten."""
+
+    STREAM = "stream"
+    FORM = "form"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    token: str | None = None
+    sources: tuple[str, ...] = ()  # where the token was found; never the value
+    query: bytes = b""  # the query string without credential parameters
+    body: bytes | None = None  # the inspected body without credential fields (None when streamed)
+
+    def __repr__(self) -> str:
+        return f"Credentials(token={'<redacted>' if self.token else None}, sources={self.sources!r})"
+
+
+def _normalize(name: bytes) -> bytes:
+    return name.replace(b"_", b"-")
+
+
+TOKEN_HEADERS = frozenset({b"authorization", b"x-apikey", b"x-nuget-apikey"})
+
+
+def is_credential_header(name: bytes) -> bool:
+    """Every header that is, or could be read as, a credential; all of them are stripped."""
+    n = _normalize(name)
+    return n in TOKEN_HEADERS or n in (b"cookie", b"proxy-authorization") or b"apikey" in n or b"api-key" in n
+
+
+def body_kind(target: Target, head: Head) -> BodyKind:
+    """Decide, from the head alone, whether the body must be inspected for ProGet's key fields.
+
+    ProGet reads keys from form and JSON bodies on its HTTP API; feed endpoints do not, and their
+    bodies (npm publishes, NuGet pushes) are large, so they stream. Anything on a non-feed route that
+    could hold a key but cannot be inspected (multipart, compressed) is refused rather than forwarded.
+    """
+    if target.route is Route.FEED or head.content_type is None:
+        return BodyKind.STREAM
+    media = head.content_type.lower()
+    if b"multipart" in media:
+        raise ContentTypeNotAllowed("multipart bodies are accepted only on feed endpoints.")
+    kind = BodyKind.FORM if b"x-www-form-urlencoded" in media else BodyKind.JSON if b"json" in media else None
+    if kind is None:
+        return BodyKind.STREAM
+    if head.content_encoding is not None and head.content_encoding.strip().lower() != b"identity":
+        raise ContentTypeNotAllowed("form and JSON bodies must not be content-encoded.")
+    return kind
+
+
+def find_credentials(
+    headers: list[tuple[bytes, bytes]], target: Target, body: bytes | None, kind: BodyKind, limits: Limits
+) -> Credentials:
+    """Collect every credential occurrence; return the single token (or none) and the stripped parts."""
+    found = _from_headers(headers)
+    query = scan_query(target.query, max_params=limits.max_query_params) if target.query else None
+    stripped_body = body
+    if query is not None:
+        found += query.found
+    if body and kind is not BodyKind.STREAM:
+        scan = (
+            scan_json(body) if kind is BodyKind.JSON else scan_form(body, max_params=limits.max_form_params)
+        )
+        found += scan.found
+        stripped_body = scan.stripped
+    return Credentials(
+        token=_single_value(found),
+        sources=tuple(dict.fromkeys(source for source, _ in found)),
+        query=query.stripped if query is not None else b"",
+        body=stripped_body,
+    )
+
+
+def _single_value(found: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str | None:
+    values = {value for _, value in found}
+    if len(values) > 1:
+        raise CredentialAmbiguous(f"Different credentials in: {', '.join(sorted({s for s, _ in found}))}.")
+    return values.pop() if values else None
+
+
+def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for name, value in headers:
+        n = _normalize(name)
+        if n not in TOKEN_HEADERS:
+            continue
+        if n == b"authorization":
+            found.append(_authorization(value))
+        else:
+            found.append((f"header:{n.decode()}", _text(value, n.decode())))
+    return found
+
+
+def _text(value: bytes, where: str) -> str:
+    text = value.strip()
+    if not text or not all(0x21 <= b <= 0x7E for b in text):
+        raise CredentialMalformed(f"The {where} credential is empty or not printable ASCII.")
+    return text.decode("ascii")
+
+
+def _authorization(value: bytes) -> tuple[str, str]:
+    scheme, _, rest = value.strip().partition(b" ")
+    kind = scheme.lower()
+    if kind == b"bearer":
+        return "header:authorization-bearer", _text(rest, "Bearer")
+    if kind == b"basic":
+        return "header:authorization-basic", _basic_secret(rest)
+    if rest.strip():
+        raise CredentialMalformed("Only Bearer, Basic or a raw token are accepted in Authorization.")
+    return "header:authorization-raw", _text(scheme, "Authorization")
+
+
+def _basic_secret(encoded: bytes) -> str:
+    """The password of a Basic credential (any username); the username when the password is empty."""
+    try:
+        decoded = b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise CredentialMalformed("The Basic credential is not valid base64 of UTF-8 text.") from None
+    user, sep, password = decoded.partition(":")
+    secret = password if password else user
+    if not sep and not user:
+        raise CredentialMalformed("The Basic credential is empty.")
+    return _text(secret.encode("utf-8", "surrogateescape"), "Basic")

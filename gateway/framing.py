@@ -1,0 +1,92 @@
+"""Request head checks: method, header budget, message framing and Host, before anything is read.
+
+uvicorn's httptools parser already refuses most malformed framing (obs-fold, bare LF, duplicate
+lengths); these checks restate the rules in the app so that the gateway's guarantee does not depend
+on which parser is configured, and give each refusal a stable code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.errors import FramingInvalid, HeaderInvalid, HeadersTooLarge, HostInvalid, MethodNotAllowed
+from gateway.settings import HTTP_METHODS, Limits
+
+_METHODS = frozenset(HTTP_METHODS)
+_DIGITS = re.compile(rb"[0-9]{1,19}")
+_HOST = re.compile(
+    rb"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What the framing says about the body, plus the few headers every later stage needs."""
+
+    content_length: int | None  # None when chunked or absent
+    chunked: bool
+    host: str
+    content_type: bytes | None
+    content_encoding: bytes | None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def check_head(method: str, headers: list[tuple[bytes, bytes]], limits: Limits) -> Head:
+    """Refuse what could be framed two ways; return the head summary."""
+    if method not in _METHODS:
+        raise MethodNotAllowed(f"Method {method[:16]!r} is not accepted.")
+    _check_budget(headers, limits)
+    single: dict[bytes, bytes] = {}
+    seen_te = False
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            if seen_te or value.strip().lower() != b"chunked":
+                raise FramingInvalid("Transfer-Encoding must be a single 'chunked'.")
+            seen_te = True
+        elif name in (b"content-length", b"host", b"content-type", b"content-encoding"):
+            if name in single:
+                raise _repeated(name)
+            single[name] = value
+    length = _content_length(single.get(b"content-length"))
+    if seen_te and length is not None:
+        raise FramingInvalid("Content-Length and Transfer-Encoding together are refused.")
+    return Head(
+        content_length=length,
+        chunked=seen_te,
+        host=_host(single.get(b"host")),
+        content_type=single.get(b"content-type"),
+        content_encoding=single.get(b"content-encoding"),
+    )
+
+
+def _check_budget(headers: list[tuple[bytes, bytes]], limits: Limits) -> None:
+    if len(headers) > limits.max_header_count:
+        raise HeadersTooLarge(f"More than {limits.max_header_count} headers.")
+    if sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_header_bytes:
+        raise HeadersTooLarge(f"Headers larger than {limits.max_header_bytes} bytes.")
+
+
+def _repeated(name: bytes) -> FramingInvalid | HostInvalid | HeaderInvalid:
+    if name == b"content-length":
+        return FramingInvalid("Content-Length is repeated.")
+    if name == b"host":
+        return HostInvalid("Host is repeated.")
+    return HeaderInvalid(f"{name.decode()} is repeated.")
+
+
+def _content_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value.strip()):
+        raise FramingInvalid("Content-Length is not a single non-negative integer.")
+    return int(value)
+
+
+def _host(value: bytes | None) -> str:
+    if value is None or not _HOST.fullmatch(value):
+        raise HostInvalid()
+    return value.decode("ascii")

@@ -1,0 +1,49 @@
+"""Every metric name and label set, in one place. Labels are bounded: client names come from the
+config, codes from errors.py, status as a class; never a path, a token or an address."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from gateway.audit import Flow
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "proget_gateway_requests",
+    "Requests handled, by client, decision, code and status class.",
+    ["client", "decision", "code", "status_class"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "proget_gateway_request_duration_seconds",
+    "Time from request head to the end of the response.",
+    ["decision"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "proget_gateway_upstream_errors", "Failures talking to ProGet, by code.", ["code"], registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "proget_gateway_auth_failures", "Refused credentials, by reason code.", ["reason"], registry=REGISTRY
+)
+BYTES = Counter(
+    "proget_gateway_body_bytes", "Body bytes relayed, by direction.", ["direction"], registry=REGISTRY
+)
+
+
+def observe(flow: Flow) -> None:
+    """Record one finished request."""
+    status_class = f"{flow.status // 100}xx" if flow.status else "none"
+    REQUESTS.labels(flow.client or "-", flow.decision, flow.code, status_class).inc()
+    LATENCY.labels(flow.decision).observe(flow.duration_s)
+    if flow.error is not None:
+        if flow.error.code.startswith("upstream_"):
+            UPSTREAM_ERRORS.labels(flow.error.code).inc()
+        elif flow.error.status == 401:
+            AUTH_FAILURES.labels(flow.error.code).inc()
+    if flow.bytes_in:
+        BYTES.labels("in").inc(flow.bytes_in)
+    if flow.bytes_out:
+        BYTES.labels("out").inc(flow.bytes_out)

@@ -1,0 +1,130 @@
+"""The order of the stages, written once.
+
+request head checked → canonical path → body plan → credentials found → client identified →
+policy decides the key → request rewritten → forwarded and streamed → audited.
+
+Each stage is a module with one main function. Stages raise :mod:`gateway.errors`; this module is the
+one handler: before the response has started an error is rendered (``responses.send_error``); after,
+the stream is aborted. Whatever happens, exactly one audit line and one metrics observation are
+written, in ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+from gateway import audit, metrics
+from gateway.audit import Flow
+from gateway.bodies import read_capped
+from gateway.canonical import canonicalize
+from gateway.credentials import BodyKind, body_kind, find_credentials
+from gateway.errors import ClientAborted, GatewayError, InternalError
+from gateway.forward import forward
+from gateway.framing import check_head
+from gateway.identity import identify
+from gateway.policy import decide
+from gateway.responses import send_error
+from gateway.rewrite import client_view, rewrite_request
+from gateway.settings import Config
+from gateway.types import Receive, Scope, Send
+from gateway.upstream import UpstreamClient
+
+RAW_TARGET = "proget_gateway.raw_target"  # scope key set by gateway.server with the request line's target
+
+
+class StreamAborted(Exception):
+    """Raised to the server after a response started, so it closes the connection mid-body."""
+
+
+@dataclass(slots=True)
+class Runtime:
+    config: Config
+    upstream: UpstreamClient
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex()
+
+
+def raw_target(scope: Scope) -> bytes:
+    """The request-target as sent; rebuilt from the scope when the server did not record it."""
+    target = scope.get(RAW_TARGET)
+    if isinstance(target, bytes):
+        return target
+    query: bytes = scope.get("query_string", b"")
+    path: bytes = scope.get("raw_path") or scope["path"].encode("latin-1")
+    return path + (b"?" + query if query else b"")
+
+
+async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    """Serve one HTTP request through every stage."""
+    client = scope.get("client")
+    flow = Flow(request_id=new_request_id(), method=scope["method"], peer=client[0] if client else "-")
+    try:
+        await _stages(flow, scope, receive, send, runtime)
+    except GatewayError as error:
+        await _refuse(flow, ClientAborted() if flow.client_gone else error, send)
+    except asyncio.CancelledError:
+        if not flow.client_gone:
+            raise
+        _uncancel()
+        flow.fail(ClientAborted())
+    except Exception:
+        await _refuse(flow, InternalError(), send)
+        raise
+    finally:
+        flow.duration_s = time.perf_counter() - flow.started
+        audit.emit(flow)
+        metrics.observe(flow)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
+    flow.fail(error)
+    if isinstance(error, ClientAborted):
+        return
+    if flow.response_started:
+        raise StreamAborted(error.code) from None
+    await send_error(send, error, flow.request_id)
+
+
+async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
+    config = runtime.config
+    limits = config.settings.limits
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    target_bytes = raw_target(scope)
+    flow.path = audit.safe_raw_path(target_bytes)
+
+    head = check_head(flow.method, headers, limits)
+    target = canonicalize(target_bytes, max_target_bytes=limits.max_target_bytes)
+    flow.path, flow.native_method = target.path, target.native_method
+
+    kind = body_kind(target, head)
+    body = None
+    if kind is not BodyKind.STREAM and head.has_body:
+        body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow)
+    credentials = find_credentials(headers, target, body, kind, limits)
+    flow.credential_source = ",".join(credentials.sources) or "none"
+    if credentials.query:
+        flow.path += "?" + credentials.query.decode("ascii")
+
+    identity = await identify(credentials, config)
+    flow.client = identity.client.name
+    decision = decide(identity.client, flow.method, target, config)
+    flow.key, flow.rule, flow.reason = decision.key, decision.rule, f"rule:{decision.rule}"
+
+    key = config.keys[decision.key]
+    view = client_view(flow.peer, scope.get("scheme", "http"), head, headers, config)
+    request = rewrite_request(
+        flow.method, target, headers, head, credentials, key, view, config, flow.request_id
+    )
+    flow.decision = "allow"
+    await forward(flow, request, head, key, view, runtime.upstream, config, receive, send)

@@ -1,0 +1,80 @@
+"""Client + canonical request → which ProGet key, by the first matching rule; no match is a refusal.
+
+Rules only ever grant; the default is deny. A Native API call must name a method on the global
+allowlist before any rule is consulted, and only rules that list that method can match it. Globs and
+names match case-insensitively because ProGet's routing does: `/NuGet/Internal` is the same feed as
+`/nuget/internal`, so a case-sensitive rule would only ever be a surprise, never a protection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from gateway.canonical import Route, Target
+from gateway.errors import NativeMethodNotAllowed, NoMatchingRule
+from gateway.settings import ClientSettings, Config, Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    client: str
+    rule: int  # index in the client's rules
+    key: str  # the key's name, never its value
+    reason: str
+
+
+def decide(client: ClientSettings, method: str, target: Target, config: Config) -> Decision:
+    """First rule of ``client`` that matches wins; refuse with a reason when none does."""
+    if target.route is Route.NATIVE:
+        _check_native_allowed(target, config)
+    for index, rule in enumerate(client.rules):
+        if rule_matches(rule, method, target):
+            return Decision(client.name, index, rule.key, f"rule {index} of client {client.name!r}")
+    raise NoMatchingRule(f"No rule of client {client.name!r} allows {method} on this path.")
+
+
+def _check_native_allowed(target: Target, config: Config) -> None:
+    method = target.native_method or ""
+    if method.casefold() not in config.native_allow:
+        raise NativeMethodNotAllowed(f"Native API method {method!r} is not on the allowlist.")
+
+
+def rule_matches(rule: Rule, method: str, target: Target) -> bool:
+    """One rule against one request; the rule's fields are ANDed, each list is ORed."""
+    if rule.methods is not None and method not in rule.methods:
+        return False
+    if rule.native is not None:
+        return target.route is Route.NATIVE and _native_listed(rule.native, target.native_method)
+    if target.route is Route.NATIVE:
+        return False
+    if rule.feeds is not None and not _feed_listed(rule.feeds, target.feed):
+        return False
+    return rule.paths is None or any(glob_regex(p).fullmatch(target.path) for p in rule.paths)
+
+
+def _native_listed(names: tuple[str, ...], method: str | None) -> bool:
+    return method is not None and method.casefold() in _folded(names)
+
+
+def _feed_listed(feeds: tuple[str, ...], feed: str | None) -> bool:
+    return feed is not None and feed.casefold() in _folded(feeds)
+
+
+@lru_cache(maxsize=4096)
+def _folded(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(n.casefold() for n in names)
+
+
+@lru_cache(maxsize=4096)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """`*` matches within one segment, a whole `**` segment matches zero or more segments."""
+    parts = pattern.split("/")[1:]
+    out = ""
+    for part in parts:
+        if part == "**":
+            out += "(?:/.*)?"
+        else:
+            out += "/" + re.escape(part).replace(r"\*", "[^/]*")
+    return re.compile(out or "/", re.IGNORECASE | re.ASCII)

@@ -1,0 +1,236 @@
+"""Rewrite the request for ProGet and the response for the client.
+
+Request: every credential channel, hop-by-hop header, method override and client forwarding header
+goes; ProGet receives exactly one ``X-ApiKey`` with the key the policy chose (feed routes add the same
+key in the form feed clients use), a ``Host`` and ``X-Forwarded-*`` set by the gateway, and the path
+and query exactly as decided on. The upstream URL is the configured origin plus that path: nothing a
+client sends can choose where a key goes.
+
+Response: nothing that echoes the key, no cookies (a ProGet session is a credential), ProGet's own
+challenges replaced by the gateway's, and absolute redirects to the upstream's origin pointed back at
+the gateway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.canonical import Route, Target
+from gateway.credentials import Credentials, is_credential_header
+from gateway.errors import CHALLENGE, HostInvalid
+from gateway.framing import Head
+from gateway.settings import Config, UpstreamKey
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
+SET_BY_GATEWAY = frozenset(
+    {
+        b"host",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-real-ip",
+        b"x-request-id",
+        b"content-length",
+        b"expect",
+    }
+)
+_NUGET_PUSH_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """How the client reached the gateway, after applying ``trusted_proxies``."""
+
+    client_ip: str
+    forwarded_for: str  # the X-Forwarded-For chain to send upstream
+    proto: str
+    host: str
+    public_origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str  # configured origin + canonical path + stripped query
+    headers: list[tuple[str, str]]
+    body: bytes | None  # the rewritten body; None means "stream the client's body"
+
+
+def client_view(
+    peer: str, scheme: str, head: Head, headers: list[tuple[bytes, bytes]], config: Config
+) -> ClientView:
+    """Resolve client address, scheme and host; X-Forwarded-* count only from trusted proxies."""
+    proto, host, chain = scheme, head.host, [peer]
+    if _trusted(peer, config):
+        sent = _forwarded(headers)
+        chain = [*sent.get("for", []), peer]
+        proto = _single(sent.get("proto"), proto, ("http", "https"))
+        host = _single(sent.get("host"), host, None)
+    public = config.settings.public_url or f"{proto}://{host}"
+    return ClientView(_client_ip(chain, config), ", ".join(chain), proto, host, public)
+
+
+def _trusted(ip: str, config: Config) -> bool:
+    nets = config.settings.trusted_proxies
+    if not nets:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in nets)
+
+
+def _forwarded(headers: list[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name.startswith(b"x-forwarded-"):
+            field = name[len(b"x-forwarded-") :].decode("latin-1")
+            out.setdefault(field, []).extend(v.strip() for v in value.decode("latin-1").split(","))
+    return out
+
+
+def _single(values: list[str] | None, default: str, allowed: tuple[str, ...] | None) -> str:
+    if not values:
+        return default
+    value = values[-1]
+    if allowed is not None and value not in allowed:
+        return default
+    if allowed is None and not _valid_host(value):
+        raise HostInvalid("X-Forwarded-Host from a trusted proxy is malformed.")
+    return value
+
+
+def _valid_host(value: str) -> bool:
+    return bool(value) and all(c.isalnum() or c in ".-:[]" for c in value) and value.isascii()
+
+
+def _client_ip(chain: list[str], config: Config) -> str:
+    """The right-most address that is not a trusted proxy (werkzeug ProxyFix's rule)."""
+    for ip in reversed(chain):
+        if not _trusted(ip, config):
+            return ip
+    return chain[0]
+
+
+def rewrite_request(
+    method: str,
+    target: Target,
+    headers: list[tuple[bytes, bytes]],
+    head: Head,
+    credentials: Credentials,
+    key: UpstreamKey,
+    view: ClientView,
+    config: Config,
+    request_id: str,
+) -> UpstreamRequest:
+    """Build exactly what ProGet will receive."""
+    out = _kept_headers(headers)
+    out += _gateway_headers(view, request_id)
+    out += _key_headers(method, target, key)
+    body = credentials.body
+    if body is not None:
+        out.append(("content-length", str(len(body))))
+    elif head.content_length is not None:
+        out.append(("content-length", str(head.content_length)))
+    query = credentials.query
+    url = config.settings.upstream.url + target.path + ("?" + query.decode("ascii") if query else "")
+    return UpstreamRequest(method, url, out, body)
+
+
+def _kept_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    named = _connection_tokens(headers)
+    return [
+        (n.decode("latin-1"), v.decode("latin-1"))
+        for n, v in headers
+        if not (
+            n in HOP_BY_HOP
+            or n in SET_BY_GATEWAY
+            or n in METHOD_OVERRIDES
+            or n in named
+            or is_credential_header(n)
+        )
+    ]
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1)."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def _gateway_headers(view: ClientView, request_id: str) -> list[tuple[str, str]]:
+    return [
+        ("host", view.host),
+        ("x-forwarded-for", view.forwarded_for),
+        ("x-forwarded-proto", view.proto),
+        ("x-forwarded-host", view.host),
+        ("x-request-id", request_id),
+    ]
+
+
+def _key_headers(method: str, target: Target, key: UpstreamKey) -> list[tuple[str, str]]:
+    """X-ApiKey always; on feed routes also Basic api:<key>, and X-NuGet-ApiKey on NuGet pushes."""
+    out = [("x-apikey", key.x_apikey.decode("ascii"))]
+    if target.route is Route.FEED:
+        out.append(("authorization", key.basic.decode("ascii")))
+        if target.feed_type == "nuget" and method in _NUGET_PUSH_METHODS:
+            out.append(("x-nuget-apikey", key.x_apikey.decode("ascii")))
+    return out
+
+
+def rewrite_response_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    key: UpstreamKey,
+    status: int,
+    upstream_origin: str,
+    public_origin: str,
+) -> list[tuple[bytes, bytes]]:
+    """Filter ProGet's response headers for the client."""
+    raw = list(raw)
+    named = _connection_tokens(raw)
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in raw:
+        n = name.lower()
+        if n in HOP_BY_HOP or n in named or n in (b"set-cookie", b"www-authenticate"):
+            continue
+        if key.x_apikey in value or key.basic[6:] in value:
+            continue
+        if n in (b"location", b"content-location"):
+            value = _rebase(value, upstream_origin, public_origin)
+        out.append((n, value))
+    if status == 401:
+        out.append(CHALLENGE)
+    return out
+
+
+def _rebase(value: bytes, upstream_origin: str, public_origin: str) -> bytes:
+    origin = upstream_origin.encode("ascii")
+    if value[: len(origin)].lower() == origin.lower() and value[len(origin) : len(origin) + 1] in (
+        b"",
+        b"/",
+        b"?",
+    ):
+        return public_origin.encode("latin-1") + value[len(origin) :]
+    return value

@@ -1,0 +1,141 @@
+"""Run the proxy and admin apps on uvicorn (httptools + uvloop), in one process and one event loop.
+
+The proxy port uses a subclass of uvicorn's httptools protocol for three things the ASGI scope cannot
+express: the request-target exactly as sent (uvicorn drops the scheme and host of an absolute-form
+target), limits enforced while the head is still being parsed (a 100 MB header block is refused
+before it is held), and the parser's own refusals rendered as our JSON error with an audit line
+instead of uvicorn's plain-text 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway import audit, metrics
+from gateway.app import ProxyApp, admin_app
+from gateway.audit import Flow
+from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, TargetTooLong
+from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
+from gateway.responses import error_response_bytes
+from gateway.settings import Config, Limits
+
+
+class _HeadRefused(Exception):
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
+
+
+def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
+    """A protocol class bound to this config's limits (uvicorn instantiates it per connection)."""
+
+    class GatewayProtocol(HttpToolsProtocol):
+        _bytes = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._bytes = 0
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > limits.max_target_bytes:
+                raise _HeadRefused(TargetTooLong())
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._bytes += len(name) + len(value) + 4
+            if len(self.headers) >= limits.max_header_count or self._bytes > limits.max_header_bytes:
+                raise _HeadRefused(HeadersTooLarge())
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self.scope[RAW_TARGET] = bytes(self.url)  # type: ignore[literal-required]
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                error = cause.error if isinstance(cause, _HeadRefused) else FramingInvalid()
+                self._refuse(error)
+            except httptools.HttpParserUpgrade:
+                self._refuse(FramingInvalid("Protocol upgrades are not supported."))
+            except httptools.HttpParserError:
+                self._refuse(FramingInvalid())
+
+        def send_400_response(self, msg: str) -> None:
+            self._refuse(FramingInvalid())
+
+        def _refuse(self, error: GatewayError) -> None:
+            flow = Flow(request_id=new_request_id(), method="-", peer=self.client[0] if self.client else "-")
+            flow.fail(error)
+            audit.emit(flow)
+            metrics.observe(flow)
+            if not self.transport.is_closing():
+                self.transport.write(error_response_bytes(error, flow.request_id))
+                self.transport.close()
+
+    return GatewayProtocol
+
+
+class _Quiet(logging.Filter):
+    """Drop uvicorn's traceback for a deliberate mid-stream abort (already audited)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, StreamAborted)
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled once for both servers by ``serve``."""
+
+    def install_signal_handlers(self) -> None:  # pragma: no cover - uvicorn < 0.29
+        pass
+
+    def capture_signals(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+        ws="none",
+        **extra,
+    )
+
+
+def build_servers(config: Config) -> tuple[uvicorn.Server, uvicorn.Server]:
+    s = config.settings
+    proxy = ProxyApp(config)
+    proxy_server = _Server(
+        _uvicorn_config(proxy, s.listen.host, s.listen.port, http=protocol_for(s.limits), lifespan="on")
+    )
+    admin_server = _Server(
+        _uvicorn_config(admin_app(proxy), s.admin.host, s.admin.port, http="httptools", lifespan="off")
+    )
+    return proxy_server, admin_server
+
+
+async def serve(config: Config) -> None:
+    """Run both servers until SIGINT/SIGTERM; then drain in-flight requests and stop."""
+    logging.getLogger("uvicorn.error").addFilter(_Quiet())
+    servers = build_servers(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
+    await asyncio.gather(*(s.serve() for s in servers))

@@ -1,0 +1,187 @@
+"""End-to-end fixtures: the real gateway process in front of the recording ProGet stand-in, on loopback.
+
+The gateway runs as its own process (``python -m gateway serve``), exactly as users run it, so tests see
+real sockets, real framing and the real audit output; every process started here is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from gateway.settings import token_hash
+from gateway.standin import Standin, StandinServer
+
+TOKEN_CI = "pgw_ci_" + "a" * 40
+TOKEN_READER = "pgw_reader_" + "b" * 40
+KEY_READ = "proget-key-read-0123456789"
+KEY_PUSH = "proget-key-push-9876543210"
+KEY_NATIVE = "proget-key-native-5555555555"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_config(upstream_url: str, port: int, admin_port: int) -> dict[str, Any]:
+    return {
+        "upstream": {"url": upstream_url, "timeouts": {"connect": 2, "read": 3}},
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "keys": {
+            "read": {"value": KEY_READ},
+            "push": {"env": "E2E_KEY_PUSH"},
+            "native": {"value": KEY_NATIVE},
+        },
+        "native_api": {"allow": ["Feeds_GetFeeds", "Licenses_GetLicenses"]},
+        "clients": [
+            {
+                "name": "ci",
+                "tokens": [f"sha256:{token_hash(TOKEN_CI)}"],
+                "rules": [
+                    {"methods": ["PUT", "POST"], "paths": ["/api/packages/internal/**"], "key": "push"},
+                    {"native": ["Feeds_GetFeeds"], "key": "native"},
+                    {"paths": ["/__standin/**", "/api/**", "/nuget/**", "/npm/**", "/v2/**"], "key": "read"},
+                ],
+            },
+            {
+                "name": "reader",
+                "tokens": [f"sha256:{token_hash(TOKEN_READER)}"],
+                "rules": [{"methods": ["GET", "HEAD"], "key": "read"}],
+            },
+        ],
+        "limits": {"max_rewrite_body_bytes": 65536},
+    }
+
+
+@dataclass
+class Gateway:
+    url: str
+    admin_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    standin: Standin
+    config_path: Path
+    _lines_seen: int = field(default=0)
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        """Every audit line written so far (waits briefly for the last one to be flushed)."""
+        lines: list[dict[str, Any]] = []
+        for raw in self.log_path.read_text().splitlines():
+            if raw.startswith("{"):
+                lines.append(json.loads(raw))
+        return lines
+
+    def last_audit(self, request_id: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.audit_lines()
+            if request_id is None and lines:
+                return lines[-1]
+            matches = [line for line in lines if line["request_id"] == request_id]
+            if matches:
+                return matches[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no audit line for {request_id}")
+
+    def rss_kib(self) -> int:
+        """Peak resident set size of the gateway process (VmHWM), in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gateway exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"gateway did not become healthy:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def start_gateway(tmp: Path, standin: Standin, upstream_url: str, mutate: Any = None) -> Gateway:
+    port, admin_port = free_port(), free_port()
+    config = base_config(upstream_url, port, admin_port)
+    if mutate is not None:
+        mutate(config)
+    config_path = tmp / "gateway.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = tmp / "gateway.log"
+    env = {**os.environ, "E2E_KEY_PUSH": KEY_PUSH, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    gw = Gateway(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, standin, config_path
+    )
+    try:
+        wait_ready(gw.admin_url, process, log_path)
+    except BaseException:
+        stop(process)
+        raise
+    return gw
+
+
+@pytest.fixture(scope="session")
+def standin_server() -> Iterator[StandinServer]:
+    with StandinServer(Standin(keys={KEY_READ: "read", KEY_PUSH: "push", KEY_NATIVE: "native"})) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway_session(
+    tmp_path_factory: pytest.TempPathFactory, standin_server: StandinServer
+) -> Iterator[Gateway]:
+    gw = start_gateway(tmp_path_factory.mktemp("gw"), standin_server.standin, standin_server.url)
+    try:
+        yield gw
+    finally:
+        stop(gw.process)
+
+
+@pytest.fixture
+def gateway(gateway_session: Gateway) -> Gateway:
+    gateway_session.standin.clear()
+    return gateway_session
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as c:
+        yield c

@@ -1,0 +1,87 @@
+"""Multi-GB bodies through real sockets, in constant memory (gateway RSS measured, not assumed).
+
+curl is the client (a separate process, as in real use); the stand-in generates and consumes the
+bytes; the gateway runs as its own process, so VmHWM is the gateway's own peak.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import TOKEN_CI, Gateway
+
+GIB = 1024**3
+SIZE = 2 * GIB
+RSS_LIMIT_KIB = 150 * 1024
+
+
+def curl(*args: str) -> str:
+    if shutil.which("curl") is None:
+        raise AssertionError("curl is required (installed by .ci/run)")
+    done = subprocess.run(
+        ["curl", "-sS", "--fail", "-H", f"X-ApiKey: {TOKEN_CI}", *args], capture_output=True, check=True
+    )
+    return done.stdout.decode()
+
+
+@pytest.mark.slow
+def test_two_gib_download_streams(gateway: Gateway) -> None:
+    url = f"{gateway.url}/api/packages/internal/download?name=big&version=1&size={SIZE}"
+    out = curl("-o", "/dev/null", "-w", "%{size_download} %{http_code}", url)
+    assert out == f"{SIZE} 200"
+    assert gateway.rss_kib() < RSS_LIMIT_KIB, f"gateway peak RSS {gateway.rss_kib()} KiB"
+
+
+@pytest.mark.slow
+def test_two_gib_upload_streams(gateway: Gateway, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(SIZE)  # sparse: costs no disk, reads as zeros
+    out = curl("-T", str(big), "-w", "\n%{http_code}", f"{gateway.url}/api/packages/internal/upload")
+    body, status = out.rsplit("\n", 1)
+    assert status == "201"
+    assert f'"size": {SIZE}' in body or f'"size":{SIZE}' in body
+    assert gateway.rss_kib() < RSS_LIMIT_KIB, f"gateway peak RSS {gateway.rss_kib()} KiB"
+
+
+def test_client_disconnect_cancels_upstream_download(gateway: Gateway) -> None:
+    before = gateway.standin.cancelled
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET", f"{gateway.url}/__standin/download-slow?size=50000000", headers={"X-ApiKey": TOKEN_CI}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        next(response.iter_raw())
+    deadline = time.monotonic() + 10
+    while gateway.standin.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gateway.standin.cancelled == before + 1
+    audit = gateway.last_audit()
+    assert audit["reason"] == "client_aborted"
+
+
+def test_client_disconnect_cancels_upstream_upload(gateway: Gateway) -> None:
+    import socket
+
+    before = gateway.standin.cancelled
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"PUT /__standin/sink HTTP/1.1\r\nHost: {host}:{port}\r\nX-ApiKey: {TOKEN_CI}\r\n"
+            "Content-Length: 100000000\r\n\r\n".encode()
+            + os.urandom(200_000)
+        )
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while gateway.standin.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gateway.standin.cancelled == before + 1
