@@ -8,6 +8,7 @@ the HTTP parser, before there is an app call at all (``error_response_bytes``).
 from __future__ import annotations
 
 import json
+from email.utils import formatdate
 from http import HTTPStatus
 
 from gateway.errors import GatewayError
@@ -22,6 +23,7 @@ def error_body(error: GatewayError, request_id: str) -> bytes:
 
 def error_headers(error: GatewayError, request_id: str, length: int) -> list[tuple[bytes, bytes]]:
     return [
+        (b"date", formatdate(usegmt=True).encode()),  # the proxy server adds none: ProGet's Date passes
         (b"content-type", b"application/json"),
         (b"content-length", str(length).encode()),
         (b"cache-control", b"no-store"),

@@ -175,7 +175,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
     """Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1)."""
     tokens: set[bytes] = set()
     for name, value in headers:
-        if name == b"connection":
+        if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
 

@@ -113,6 +113,7 @@ def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Con
         loop="uvloop",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* are judged by trusted_proxies in gateway.rewrite, not here
         log_config=None,
         ws="none",
         **extra,
@@ -123,7 +124,9 @@ def build_servers(config: Config) -> tuple[uvicorn.Server, uvicorn.Server]:
     s = config.settings
     proxy = ProxyApp(config)
     proxy_server = _Server(
-        _uvicorn_config(proxy, s.listen.host, s.listen.port, http=protocol_for(s.limits), lifespan="on")
+        _uvicorn_config(
+            proxy, s.listen.host, s.listen.port, http=protocol_for(s.limits), lifespan="on", date_header=False
+        )
     )
     admin_server = _Server(
         _uvicorn_config(admin_app(proxy), s.admin.host, s.admin.port, http="httptools", lifespan="off")
@@ -136,6 +139,11 @@ async def serve(config: Config) -> None:
     logging.getLogger("uvicorn.error").addFilter(_Quiet())
     servers = build_servers(config)
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: [setattr(s, "should_exit", True) for s in servers])
+        loop.add_signal_handler(sig, stop)
     await asyncio.gather(*(s.serve() for s in servers))

@@ -1,0 +1,178 @@
+"""Find and cut ProGet key fields out of a query string, an urlencoded form and a JSON document.
+
+ProGet (ASP.NET) reads a key from query ``key``/``API_Key``, form ``key`` and the JSON root's
+``API_Key``, matching names case-insensitively. Each scanner returns every value it found and the
+input with exactly those fields removed; every other byte is kept as sent, so the rewritten body
+means what the client meant (field order, spacing, number spellings, escapes).
+
+A field we cannot read the way ProGet would (broken JSON, a non-ASCII form) is refused, never
+forwarded as is: if we cannot see a key, we cannot promise it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from json.decoder import scanstring  # type: ignore[attr-defined]
+from typing import Final
+from urllib.parse import unquote_to_bytes
+
+from gateway.errors import BodyUnparseable, CredentialMalformed, TooManyParameters
+
+QUERY_NAMES: Final = ("key", "api_key")
+JSON_NAME: Final = "api_key"
+_WS: Final = " \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    found: tuple[tuple[str, str], ...]  # (source, value) for each credential field, in order
+    stripped: bytes  # the input without those fields
+
+    def __repr__(self) -> str:  # values are secrets
+        return f"Scan(sources={[s for s, _ in self.found]!r}, stripped_len={len(self.stripped)})"
+
+
+def names_match(name: str, canonical: str) -> bool:
+    """Case-insensitive name equality, erring towards a match.
+
+    .NET's OrdinalIgnoreCase upper-cases each character, so ``ap\u0131_key`` (dotless i) equals
+    ``API_KEY`` there; comparing upper, lower and casefold forms covers those spellings.
+    """
+    return (
+        name.upper() == canonical.upper()
+        or name.lower() == canonical.lower()
+        or name.casefold() == canonical.casefold()
+    )
+
+
+def scan_query(query: bytes, *, max_params: int = 256) -> Scan:
+    """The query's ``key``/``API_Key`` parameters; the rest of the query byte for byte."""
+    return _scan_pairs(query, "query", max_params)
+
+
+def scan_form(body: bytes, *, max_params: int = 1024) -> Scan:
+    """An urlencoded form's ``key``/``API_Key`` fields; anything not printable ASCII is refused."""
+    if not all(0x20 < b < 0x7F for b in body):
+        raise BodyUnparseable("An urlencoded form must be printable ASCII without spaces.")
+    return _scan_pairs(body, "form", max_params)
+
+
+def _scan_pairs(data: bytes, where: str, max_params: int) -> Scan:
+    pieces = data.split(b"&")
+    if sum(1 for p in pieces if p) > max_params:
+        raise TooManyParameters(f"More than {max_params} {where} parameters.")
+    found: list[tuple[str, str]] = []
+    kept: list[bytes] = []
+    for piece in pieces:
+        raw_name, _, raw_value = piece.partition(b"=")
+        name = _form_decode(raw_name)
+        canonical = next((c for c in QUERY_NAMES if names_match(name, c)), None)
+        if canonical is None:
+            kept.append(piece)
+            continue
+        found.append((f"{where}:{canonical}", _credential_value(_form_decode(raw_value), where)))
+    stripped = data if not found else b"&".join(kept)
+    return Scan(tuple(found), stripped)
+
+
+def _form_decode(raw: bytes) -> str:
+    """``+`` is a space and ``%XX`` a byte, as ASP.NET decodes; a stray ``%`` stays literal."""
+    return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8", "replace")
+
+
+def _credential_value(value: str, where: str) -> str:
+    if not value or not all(0x21 <= ord(c) <= 0x7E for c in value):
+        raise CredentialMalformed(f"A {where} credential is empty or not printable ASCII.")
+    return value
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True)
+
+
+def scan_json(body: bytes) -> Scan:
+    """The root object's ``API_Key`` members; every other byte of the document kept."""
+    text = _strict_text(body)
+    try:
+        _DECODER.decode(text)  # the whole document must be valid before we trust our walk of it
+        members, close = _root_members(text)
+    except (ValueError, RecursionError):
+        raise BodyUnparseable("The JSON body is not valid JSON.") from None
+    found = [(i, _json_value(text, m)) for i, m in enumerate(members) if names_match(m.name, JSON_NAME)]
+    if not found:
+        return Scan((), body)
+    drop = {i for i, _ in found}
+    return Scan(
+        tuple(("json:API_Key", value) for _, value in found),
+        _without(text, members, drop, close).encode("utf-8"),
+    )
+
+
+def _strict_text(body: bytes) -> str:
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise BodyUnparseable("The JSON body starts with a byte-order mark.")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyUnparseable("The JSON body is not UTF-8.") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    start: int  # index of the name's opening quote
+    value_start: int
+    end: int  # index just past the value
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _WS:
+        i += 1
+    return i
+
+
+def _root_members(text: str) -> tuple[list[_Member], int]:
+    """Members of a root object with their spans, and the index of its ``}`` (-1 if not an object)."""
+    i = _skip(text, 0)
+    if not text.startswith("{", i):
+        return [], -1
+    members: list[_Member] = []
+    i = _skip(text, i + 1)
+    while text[i] != "}":
+        name, after_name = scanstring(text, i + 1, True)
+        colon = _skip(text, after_name)
+        value_start = _skip(text, colon + 1)
+        _, end = _DECODER.raw_decode(text, value_start)
+        members.append(_Member(name, i, value_start, end))
+        i = _skip(text, end)
+        if text[i] == ",":
+            i = _skip(text, i + 1)
+    return members, i
+
+
+def _json_value(text: str, member: _Member) -> str:
+    value, _ = _DECODER.raw_decode(text, member.value_start)
+    if not isinstance(value, str):
+        raise CredentialMalformed("The JSON API_Key must be a string.")
+    return _credential_value(value, "JSON")
+
+
+def _without(text: str, members: list[_Member], drop: set[int], close: int) -> str:
+    """Rebuild the root object from the kept members, reusing the original separators."""
+    kept = [i for i in range(len(members)) if i not in drop]
+    if not kept:
+        return text[: members[0].start] + text[close:]
+    parts = [text[: members[0].start], _span(text, members[kept[0]])]
+    for i in kept[1:]:
+        parts.append(text[members[i - 1].end : members[i].start])  # the original ", " before it
+        parts.append(_span(text, members[i]))
+    parts.append(text[members[-1].end :])
+    return "".join(parts)
+
+
+def _span(text: str, member: _Member) -> str:
+    return text[member.start : member.end]

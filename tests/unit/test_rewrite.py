@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from base64 import b64encode
+from typing import Any
+
+import pytest
+
+from gateway.canonical import Route, Target
+from gateway.credentials import Credentials
+from gateway.errors import HostInvalid
+from gateway.framing import Head
+from gateway.rewrite import client_view, rewrite_request, rewrite_response_headers
+from gateway.settings import build_config, token_hash
+
+RAW: dict[str, Any] = {
+    "upstream": {"url": "http://proget.internal:8624"},
+    "keys": {"read": {"value": "the-key"}},
+    "clients": [{"name": "ci", "tokens": ["sha256:" + token_hash("t")], "rules": [{"key": "read"}]}],
+}
+CONFIG = build_config(RAW, env={})
+KEY = CONFIG.keys["read"]
+HEAD = Head(
+    content_length=None, chunked=False, host="gw.example:8080", content_type=None, content_encoding=None
+)
+
+
+def trusted_config(**extra: Any) -> Any:
+    return build_config({**RAW, "trusted_proxies": ["10.0.0.0/8"], **extra}, env={})
+
+
+def test_view_ignores_forwarded_headers_from_untrusted_peers() -> None:
+    headers = [
+        (b"x-forwarded-for", b"6.6.6.6"),
+        (b"x-forwarded-host", b"evil"),
+        (b"x-forwarded-proto", b"https"),
+    ]
+    view = client_view("192.0.2.7", "http", HEAD, headers, CONFIG)
+    assert (view.client_ip, view.forwarded_for, view.proto, view.host) == (
+        "192.0.2.7",
+        "192.0.2.7",
+        "http",
+        HEAD.host,
+    )
+    assert view.public_origin == "http://gw.example:8080"
+
+
+def test_view_trusts_configured_proxies() -> None:
+    headers = [
+        (b"x-forwarded-for", b"203.0.113.9, 10.1.1.1"),
+        (b"x-forwarded-host", b"pkgs.corp"),
+        (b"x-forwarded-proto", b"https"),
+    ]
+    view = client_view("10.0.0.2", "http", HEAD, headers, trusted_config())
+    assert view.client_ip == "203.0.113.9"
+    assert view.forwarded_for == "203.0.113.9, 10.1.1.1, 10.0.0.2"
+    assert (view.proto, view.host, view.public_origin) == ("https", "pkgs.corp", "https://pkgs.corp")
+    with pytest.raises(HostInvalid):
+        client_view("10.0.0.2", "http", HEAD, [(b"x-forwarded-host", b"a/b")], trusted_config())
+
+
+def test_public_url_wins() -> None:
+    view = client_view("192.0.2.7", "http", HEAD, [], trusted_config(public_url="https://gw.corp/"))
+    assert view.public_origin == "https://gw.corp"
+
+
+def test_request_rewrite_strips_and_injects() -> None:
+    headers = [
+        (b"host", b"gw.example:8080"),
+        (b"authorization", b"Bearer t"),
+        (b"x_apikey", b"t"),
+        (b"cookie", b"s=1"),
+        (b"connection", b"x-hop"),
+        (b"x-hop", b"1"),
+        (b"x-http-method-override", b"DELETE"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"20"),
+        (b"x-keep", b"yes"),
+    ]
+    t = Target("/api/json/Feeds_GetFeeds", b"key=t&a=1", Route.NATIVE, "Feeds_GetFeeds", None, None)
+    creds = Credentials(token="t", sources=("header:authorization-bearer",), query=b"a=1", body=b"{}")
+    view = client_view("192.0.2.7", "http", HEAD, headers, CONFIG)
+    req = rewrite_request("POST", t, headers, HEAD, creds, KEY, view, CONFIG, "rid")
+    assert req.url == "http://proget.internal:8624/api/json/Feeds_GetFeeds?a=1"
+    assert req.body == b"{}"
+    assert req.headers == [
+        ("content-type", "application/json"),
+        ("x-keep", "yes"),
+        ("host", "gw.example:8080"),
+        ("x-forwarded-for", "192.0.2.7"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "gw.example:8080"),
+        ("x-request-id", "rid"),
+        ("x-apikey", "the-key"),
+        ("content-length", "2"),
+    ]
+
+
+def test_feed_routes_also_get_basic_and_nuget_push_key() -> None:
+    t = Target("/nuget/internal/", b"", Route.FEED, None, "nuget", "internal")
+    view = client_view("192.0.2.7", "http", HEAD, [], CONFIG)
+    req = rewrite_request("PUT", t, [], HEAD, Credentials(), KEY, view, CONFIG, "rid")
+    basic = "Basic " + b64encode(b"api:the-key").decode()
+    assert [h for h in req.headers if h[0] in ("x-apikey", "authorization", "x-nuget-apikey")] == [
+        ("x-apikey", "the-key"),
+        ("authorization", basic),
+        ("x-nuget-apikey", "the-key"),
+    ]
+    assert req.body is None
+
+
+def test_response_headers() -> None:
+    raw = [
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", b"5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Connection", b"close, X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Set-Cookie", b"ProGetSession=1"),
+        (b"WWW-Authenticate", b'Basic realm="ProGet"'),
+        (b"X-Echo", b"prefix the-key suffix"),
+        (b"X-Echo-Basic", b64encode(b"api:the-key")),
+        (b"Location", b"http://PROGET.internal:8624/feeds/x?y=1"),
+        (b"Content-Location", b"http://proget.internal:86245/other"),
+        (b"ETag", b'"e"'),
+    ]
+    out = rewrite_response_headers(raw, KEY, 401, "http://proget.internal:8624", "https://gw.corp")
+    assert out == [
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"5"),
+        (b"location", b"https://gw.corp/feeds/x?y=1"),
+        (b"content-location", b"http://proget.internal:86245/other"),
+        (b"etag", b'"e"'),
+        (b"www-authenticate", b'Basic realm="proget-gateway"'),
+    ]
