@@ -66,7 +66,8 @@ The upstream is a ProGet STAND-IN (not ProGet): its /__standin/echo shows what "
 4. No credential at all → 401 with a Basic challenge; an unknown token → 401:
    curl -si {gw}/api/management/feeds/list
 5. Explain a decision without sending anything:
-   DEMO_TOKEN={t} proget-gateway explain --config <demo.yaml> --token-env DEMO_TOKEN PUT {gw}/nuget/internal/
+   DEMO_TOKEN={t} \\
+     proget-gateway explain --config {demo_config_path()} --token-env DEMO_TOKEN PUT {gw}/nuget/internal/
 6. Metrics and health: curl -s {admin}/metrics | grep proget_gateway_requests ; curl -s {admin}/readyz
 
 Audit lines (one JSON line per request) follow below. Press Ctrl-C to stop both.
