@@ -64,13 +64,17 @@ def body_kind(target: Target, head: Head) -> BodyKind:
     bodies (npm publishes, NuGet pushes) are large, so they stream. Anything on a non-feed route that
     could hold a key but cannot be inspected (multipart, compressed) is refused rather than forwarded.
     """
-    if target.route is Route.FEED or head.content_type is None:
+    if target.route is Route.FEED:
         return BodyKind.STREAM
-    media = head.content_type.lower()
+    media = (head.content_type or b"").lower()
     if b"multipart" in media:
         raise ContentTypeNotAllowed("multipart bodies are accepted only on feed endpoints.")
     kind = BodyKind.FORM if b"x-www-form-urlencoded" in media else BodyKind.JSON if b"json" in media else None
     if kind is None:
+        if target.route is Route.NATIVE and head.has_body:
+            # The Native API reads parameters (and API_Key) from whatever body it gets: only bodies we
+            # can scan may pass.
+            raise ContentTypeNotAllowed("Native API bodies must be JSON or an urlencoded form.")
         return BodyKind.STREAM
     if head.content_encoding is not None and head.content_encoding.strip().lower() != b"identity":
         raise ContentTypeNotAllowed("form and JSON bodies must not be content-encoded.")

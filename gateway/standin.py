@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 
 import uvicorn
 
+from gateway.canonical import FEED_PREFIXES
 from gateway.types import Receive, Scope, Send
 
 BODY_HEAD = 64 * 1024
@@ -68,6 +69,8 @@ def read_credentials(rec: Recorded, content_type: str) -> list[tuple[str, str]]:
             found.append((f"query:{name.lower()}", value))
     media = content_type.lower()
     body = rec.body_head
+    if rec.raw_path.split("/")[1].lower() in FEED_PREFIXES:
+        return found  # feed endpoints take package content in bodies, never a key (proget-facts.md §4)
     if "x-www-form-urlencoded" in media:
         for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             if name.lower() in ("key", "api_key"):
@@ -398,7 +401,6 @@ def _length(size: int) -> tuple[bytes, bytes]:
     return (b"content-length", str(size).encode())
 
 
-_FEED_PREFIXES = frozenset({"nuget", "npm", "pypi", "v2", "maven2", "debian", "helm", "cargo", "upack"})
 STREAMING_HANDLERS = frozenset({sink, download_slow})
 _EXACT: dict[str, Handler] = {
     "/health": health,
@@ -430,7 +432,7 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
         return nuget_index, {"feed": parts[2]}
     if path.startswith("/npm/") and len(parts) == 4:
         return npm_packument, {"feed": parts[2], "name": parts[3]}
-    if parts[1] in _FEED_PREFIXES and len(parts) > 3:
+    if parts[1] in FEED_PREFIXES and len(parts) > 3:
         return feed_file, {}
     return not_found, {}
 

@@ -177,6 +177,13 @@ def test_same_token_twice_is_one_credential(gateway: Gateway) -> None:
             b" " * 70000,
             "body_too_large",
         ),
+        (
+            [("X-ApiKey", TOKEN_CI), ("Content-Type", "text/plain")],
+            "/api/json/Feeds_GetFeeds",
+            b'{"API_Key": "a-real-proget-key"}',
+            "content_type_not_allowed",
+        ),
+        ([("X-ApiKey", TOKEN_CI)], "/api/json/Feeds_GetFeeds", b"API_Key=x", "content_type_not_allowed"),
         ([], "/api/management/feeds/list", b"", "credential_missing"),
         ([("X-ApiKey", "pgw_unknown")], "/api/x", b"", "token_unknown"),
         ([("X-ApiKey", TOKEN_READER)], "/api/x", b"x", "no_matching_rule"),
