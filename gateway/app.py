@@ -21,13 +21,14 @@ from gateway.pipeline import Runtime, handle
 from gateway.settings import Config
 from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient
+from gateway.workload_identity import JwtVerifier
 
 
 class ProxyApp:
-    """The gateway's proxy port. Owns the upstream client through the ASGI lifespan."""
+    """The gateway's proxy port. Owns the upstream client and the JWT verifier through the ASGI lifespan."""
 
     def __init__(self, config: Config) -> None:
-        self.runtime = Runtime(config, UpstreamClient(config.settings.upstream))
+        self.runtime = Runtime(config, UpstreamClient(config.settings.upstream), JwtVerifier(config))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -40,9 +41,13 @@ class ProxyApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.runtime.upstream.start()
+                if self.runtime.jwt is not None:
+                    await self.runtime.jwt.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.upstream.close()
+                if self.runtime.jwt is not None:
+                    await self.runtime.jwt.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

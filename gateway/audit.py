@@ -31,6 +31,8 @@ class Flow:
     path: str = ""
     native_method: str | None = None
     client: str | None = None
+    subject: str | None = None  # workload identity: the verified JWT `sub` (never the token)
+    issuer: str | None = None  # workload identity: the verified JWT `iss`
     credential_source: str | None = None
     key: str | None = None
     rule: int | None = None
@@ -70,6 +72,8 @@ def event(flow: Flow) -> dict[str, object]:
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "request_id": flow.request_id,
         "client": flow.client,
+        "sub": flow.subject,
+        "issuer": flow.issuer,
         "credential_source": flow.credential_source,
         "key": flow.key,
         "method": flow.method,

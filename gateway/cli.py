@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.settings import ConfigError, load_config, token_hash
+from gateway.settings import Config, ConfigError, load_config, token_hash
 
 CONFIG_ENV = "PROGET_GATEWAY_CONFIG"
 
@@ -64,9 +64,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_problems(err)
         return 2
     s = config.settings
+    if config.jwt_clients and not args.offline:
+        problems = asyncio.run(_probe_issuers(config))
+        if problems:
+            _print_problems(ConfigError(str(path), problems))
+            return 2
     allowed = len(s.native_api.allow)
     print(f"{path}: ok — {len(s.clients)} client(s), {len(s.keys)} key(s), {allowed} Native API method(s)")
     return 0
+
+
+async def _probe_issuers(config: Config) -> list[str]:
+    """Fetch each JWT issuer's discovery document and key set once, as the gateway will."""
+    from gateway.workload_identity import JwtVerifier
+
+    async with JwtVerifier(config) as verifier:
+        return await verifier.probe()
 
 
 def cmd_token_new(args: argparse.Namespace) -> int:
@@ -117,13 +130,18 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("check", help="validate a config; print every problem; exit 0 valid, 2 invalid")
     c.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    c.add_argument(
+        "--offline", action="store_true", help="do not fetch JWT issuers' discovery documents and keys"
+    )
     c.set_defaults(func=cmd_check)
     t = sub.add_parser("token", help="gateway tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
     tn = tsub.add_parser("new", help="print a fresh token and the sha256 line for the config")
     tn.add_argument("--client", help="the client the token is for (shown in the output)")
     tn.set_defaults(func=cmd_token_new)
-    e = sub.add_parser("explain", help="dry-run the policy for one request (no network)")
+    e = sub.add_parser(
+        "explain", help="dry-run the policy for one request (network only to fetch a JWT issuer's keys)"
+    )
     e.add_argument("--config", required=True)
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument(

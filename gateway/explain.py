@@ -1,7 +1,8 @@
 """Dry-run the pipeline's decision stages for one request: which client, which rule, which key name.
 
 It runs the same functions as the proxy (canonical → credentials → identity → policy), so what it
-says is what the gateway would do. It makes no network call and never prints a key or token.
+says is what the gateway would do. Its only network call is fetching a JWT issuer's keys, to verify a
+JWT as the proxy would; it never prints a key or token.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import asyncio
 
 from gateway.canonical import Route, canonicalize
-from gateway.credentials import BodyKind, find_credentials
+from gateway.credentials import BodyKind, Credentials, find_credentials
 from gateway.errors import GatewayError
 from gateway.framing import check_head
-from gateway.identity import identify
+from gateway.identity import Identity, identify
 from gateway.policy import decide
 from gateway.settings import Config
+from gateway.workload_identity import JwtVerifier, all_matches
 
 
 def explain(config: Config, method: str, target: bytes, token: str | None) -> tuple[list[str], bool]:
@@ -31,9 +33,10 @@ def explain(config: Config, method: str, target: bytes, token: str | None) -> tu
         route += f", feed {t.feed}" if t.feed else ""
         lines.append(f"request:  {method} {t.path}  ({route})")
         credentials = find_credentials(headers, t, None, BodyKind.STREAM, limits)
-        identity = asyncio.run(identify(credentials, config))
-        via = ",".join(credentials.sources) if identity.via == "token" else "no credential"
+        identity, also = asyncio.run(_identify(credentials, config))
+        via = ",".join(credentials.sources) if identity.via != "anonymous" else "no credential"
         lines.append(f"client:   {identity.client.name}  ({identity.via} via {via})")
+        lines += _jwt_lines(identity, also)
         decision = decide(identity.client, method, t, config)
     except GatewayError as error:
         lines.append(f"refused:  {error.status} {error.code}: {error.detail}")
@@ -43,3 +46,25 @@ def explain(config: Config, method: str, target: bytes, token: str | None) -> tu
     lines.append(f"key:      {decision.key}  (sent to ProGet as X-ApiKey; value not shown)")
     lines.append("decision: allow")
     return lines, True
+
+
+async def _identify(credentials: Credentials, config: Config) -> tuple[Identity, list[str]]:
+    """Identify as the proxy does; for a JWT also name the later clients it would match as well."""
+    async with JwtVerifier(config) as verifier:
+        identity = await identify(credentials, config, verifier)
+        if identity.via != "jwt" or credentials.token is None:
+            return identity, []
+        matches = await all_matches(credentials.token, verifier)
+    return identity, [m.client.name for m in matches if m.client.name != identity.client.name]
+
+
+def _jwt_lines(identity: Identity, also: list[str]) -> list[str]:
+    if identity.via != "jwt":
+        return []
+    lines = [
+        f"jwt:      issuer {identity.issuer}, sub {identity.subject or '(none)'}",
+        f"matched:  {', '.join(identity.matched)}",
+    ]
+    if also:
+        lines.append(f"also:     {', '.join(also)} would match too, but come later (first match wins)")
+    return lines

@@ -1,8 +1,11 @@
-"""Credential → client: a gateway token is looked up by its sha256; no credential means anonymous.
+"""Credential → client: a JWT is verified (workload identity), a gateway token is looked up by its
+sha256, no credential means anonymous.
 
-Only hashes of tokens are configured, so a leaked config does not leak a working token. The lookup
-key is the hash of what the client sent; comparing fixed-length digests via a dict leaks nothing
-useful about any configured token.
+Only hashes of gateway tokens are configured, so a leaked config does not leak a working token. The
+lookup key is the hash of what the client sent; comparing fixed-length digests via a dict leaks
+nothing useful about any configured token. A credential shaped like a JWT (three base64url parts,
+the first a JSON object) goes to the verifier only, never to the hash lookup: one credential, one
+way in, so a JWT client and a token client can never both claim it.
 """
 
 from __future__ import annotations
@@ -12,21 +15,31 @@ from dataclasses import dataclass
 from gateway.credentials import Credentials
 from gateway.errors import CredentialMissing, TokenUnknown
 from gateway.settings import ClientSettings, Config, token_hash
+from gateway.workload_identity import JwtVerifier, looks_like_jwt, verify_jwt
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
     client: ClientSettings
-    via: str  # "token" | "anonymous"
+    via: str  # "token" | "jwt" | "anonymous"
+    subject: str | None = None  # jwt: the verified `sub`
+    issuer: str | None = None  # jwt: the verified `iss`
+    matched: tuple[str, ...] = ()  # jwt: the `name=value` constraints that picked the client
 
 
-async def identify(credentials: Credentials, config: Config) -> Identity:
-    """Return the configured client this credential belongs to, or raise 401."""
-    if credentials.token is None:
+async def identify(credentials: Credentials, config: Config, verifier: JwtVerifier | None = None) -> Identity:
+    """Return the configured client this credential belongs to, or raise 401 (503: issuer down)."""
+    token = credentials.token
+    if token is None:
         if config.anonymous is None:
             raise CredentialMissing()
         return Identity(config.anonymous, "anonymous")
-    name = config.token_index.get(token_hash(credentials.token))
+    if looks_like_jwt(token):
+        if verifier is None or not config.jwt_clients:
+            raise TokenUnknown()
+        match = await verify_jwt(token, verifier)
+        return Identity(match.client, "jwt", match.subject, match.issuer, match.matched)
+    name = config.token_index.get(token_hash(token))
     if name is None:
         raise TokenUnknown()
     return Identity(config.clients[name], "token")

@@ -31,6 +31,7 @@ from gateway.rewrite import client_view, rewrite_request
 from gateway.settings import Config
 from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient
+from gateway.workload_identity import JwtVerifier
 
 RAW_TARGET = "proget_gateway.raw_target"  # scope key set by gateway.server with the request line's target
 
@@ -43,6 +44,7 @@ class StreamAborted(Exception):
 class Runtime:
     config: Config
     upstream: UpstreamClient
+    jwt: JwtVerifier | None = None  # workload identity: key sets and verified tokens, for the process
 
 
 def new_request_id() -> str:
@@ -116,8 +118,8 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     if credentials.query:
         flow.path += "?" + credentials.query.decode("ascii")
 
-    identity = await identify(credentials, config)
-    flow.client = identity.client.name
+    identity = await identify(credentials, config, runtime.jwt)
+    flow.client, flow.subject, flow.issuer = identity.client.name, identity.subject, identity.issuer
     decision = decide(identity.client, flow.method, target, config)
     flow.key, flow.rule, flow.reason = decision.key, decision.rule, f"rule:{decision.rule}"
 

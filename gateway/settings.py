@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import re
 from base64 import b64encode
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import jwt as pyjwt
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -175,9 +178,113 @@ class Rule(_Strict):
         return self
 
 
+# --- jwt clients (workload identity: Kubernetes service accounts, CI OIDC tokens) --------------------
+
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+# Claims the verifier itself checks (iss, aud, exp, nbf, iat) or that identify nothing (jti).
+_RESERVED_CLAIMS = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti"})
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+def _check_algorithm(value: str) -> str:
+    """Only asymmetric algorithms: with HMAC the issuer's public key would become a shared secret."""
+    if value.casefold() == "none":
+        raise ValueError("'none' is never accepted: such a token carries no signature")
+    if value.upper().startswith("HS"):
+        raise ValueError(
+            f"{value!r} is never accepted: HMAC would turn the issuer's public key into a secret"
+        )
+    if value not in JWT_ALGORITHMS:
+        raise ValueError(f"{value!r} is not a supported signature algorithm ({', '.join(JWT_ALGORITHMS)})")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_fetch_url(url: str) -> str:
+    """A URL keys are fetched from: https, or plain http to a loopback host only (a local sidecar, tests).
+
+    Keys fetched over plain http from anywhere else could be swapped on the way, and with them every
+    identity the issuer vouches for.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname or parts.username or parts.password or parts.fragment:
+        raise ValueError("must be an https:// URL with a host, without credentials or fragment")
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        raise ValueError("must be an https:// URL (http:// only for a loopback host)")
+    return url
+
+
+def _one_or_many(value: object) -> object:
+    """``x`` and ``[x, y]`` are both accepted; numbers and booleans must be quoted to be compared."""
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"{value!r} is not a string: quote it (token claims are compared as strings)")
+    return value if isinstance(value, list | tuple) else (value,)
+
+
+def _non_empty(values: tuple[str, ...]) -> tuple[str, ...]:
+    # an AfterValidator, not min_length: it runs only when the items were valid, so one bad item is
+    # reported once instead of also as "too short"
+    if not values:
+        raise ValueError("is empty: give at least one value")
+    return values
+
+
+ClaimValues = Annotated[
+    tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_one_or_many), AfterValidator(_non_empty)
+]
+Algorithm = Annotated[str, AfterValidator(_check_algorithm)]
+
+
+class JwtSettings(_Strict):
+    """How a client is recognised by a JWT: who issued it, for whom, and which claims it must carry."""
+
+    issuer: Annotated[str, Field(min_length=1, max_length=2048)]
+    audience: ClaimValues
+    claims: dict[Annotated[str, Field(min_length=1, max_length=256)], ClaimValues] = {}
+    jwks_url: Annotated[str, AfterValidator(check_fetch_url)] | None = None
+    jwks_file: Path | None = None
+    algorithms: Annotated[tuple[Algorithm, ...], AfterValidator(_non_empty)] = ("RS256", "ES256")
+    leeway: float = Field(default=30.0, ge=0, le=300)
+
+    @field_validator("claims")
+    @classmethod
+    def _no_reserved(cls, claims: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        reserved = sorted(_RESERVED_CLAIMS.intersection(claims))
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)}: checked by issuer/audience/leeway, not by claims")
+        return claims
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtSettings:
+        if self.jwks_url is not None and self.jwks_file is not None:
+            raise ValueError("give at most one of jwks_url, jwks_file")
+        if self.jwks_url is None and self.jwks_file is None:
+            try:
+                check_fetch_url(self.discovery_url)
+            except ValueError as exc:
+                raise ValueError(f"issuer: keys are discovered from it, so it {exc}") from None
+        return self
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer.rstrip("/") + DISCOVERY_PATH
+
+    def wanted(self) -> dict[str, frozenset[str]]:
+        return {name: frozenset(values) for name, values in self.claims.items()}
+
+
 class ClientSettings(_Strict):
     name: Name
     tokens: tuple[TokenHash, ...] = ()
+    jwt: JwtSettings | None = None
     anonymous: bool = False
     rules: tuple[Rule, ...] = Field(min_length=1)
 
@@ -255,12 +362,16 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
 
 
 def _check_way_in(where: str, client: dict[str, Any]) -> list[str]:
-    """A client is reached by tokens or is the anonymous one — never both, never neither."""
+    """A client is reached by tokens and/or a jwt, or is the anonymous one — never both, never neither."""
     anonymous, tokens = client.get("anonymous") is True, bool(client.get("tokens"))
+    jwt = client.get("jwt") is not None
     if anonymous and tokens:
         return [f"{where}: an anonymous client takes no tokens"]
-    if not anonymous and not tokens:
-        return [f"{where}: a client needs 'tokens' or 'anonymous: true'"]
+    if anonymous and jwt:
+        return [f"{where}: an anonymous client takes no jwt"]
+    if not anonymous and not tokens and not jwt:
+        # the text predates jwt clients; a client with 'jwt' never gets here
+        return [f"{where}: a client needs 'tokens', 'jwt' or 'anonymous: true'"]
     return []
 
 
@@ -328,9 +439,13 @@ class Config:
     anonymous: ClientSettings | None
     native_allow: frozenset[str]  # casefolded
     source: str
+    jwt_clients: tuple[ClientSettings, ...] = ()  # clients with a 'jwt' entry, in config order
+    jwks_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # client name -> JWKS document
 
 
-def _freeze(settings: Settings, keys: dict[str, UpstreamKey], source: str) -> Config:
+def _freeze(
+    settings: Settings, keys: dict[str, UpstreamKey], source: str, jwks_files: dict[str, dict[str, Any]]
+) -> Config:
     index = {t.removeprefix("sha256:"): c.name for c in settings.clients for t in c.tokens}
     anonymous = next((c for c in settings.clients if c.anonymous), None)
     return Config(
@@ -341,6 +456,8 @@ def _freeze(settings: Settings, keys: dict[str, UpstreamKey], source: str) -> Co
         anonymous=anonymous,
         native_allow=frozenset(m.casefold() for m in settings.native_api.allow),
         source=source,
+        jwt_clients=tuple(c for c in settings.clients if c.jwt is not None),
+        jwks_files=jwks_files,
     )
 
 
@@ -379,12 +496,16 @@ def build_config(
     problems += _cross_check(raw)
     if settings is not None:
         problems += _duplicate_token_problems(settings)
+        problems += _shadowed_jwt_problems(settings)
     keys = _resolve_keys(_as_dict(raw.get("keys")), base or Path.cwd(), os.environ if env is None else env)
     problems += [p for p in keys.values() if isinstance(p, str)]
+    jwks_files = _read_jwks_files(_as_list(raw.get("clients")), base or Path.cwd())
+    problems += [p for p in jwks_files.values() if isinstance(p, str)]
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
     resolved = {name: k for name, k in keys.items() if isinstance(k, UpstreamKey)}
-    return _freeze(settings, resolved, source)
+    documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
+    return _freeze(settings, resolved, source, documents)
 
 
 def _resolve_keys(
@@ -400,6 +521,64 @@ def _resolve_keys(
         resolved = _resolve_key(str(name), source, base, env)
         out[str(name)] = resolved if isinstance(resolved, str) else UpstreamKey.build(str(name), resolved)
     return out
+
+
+def _covers(first: JwtSettings, later: JwtSettings) -> bool:
+    """True when every token ``later`` accepts is provably accepted by ``first`` too.
+
+    Same issuer and key source, no narrower algorithm list or leeway, every audience of ``later`` also
+    accepted by ``first``, and each claim ``first`` requires also required by ``later`` with values
+    ``first`` accepts. Anything less is only an overlap, which config order settles.
+    """
+    if (first.issuer, first.jwks_url, first.jwks_file) != (later.issuer, later.jwks_url, later.jwks_file):
+        return False
+    if not set(later.algorithms) <= set(first.algorithms) or later.leeway > first.leeway:
+        return False
+    if not set(later.audience) <= set(first.audience):
+        return False
+    wanted_later = later.wanted()
+    return all(name in wanted_later and wanted_later[name] <= v for name, v in first.wanted().items())
+
+
+def _shadowed_jwt_problems(settings: Settings) -> list[str]:
+    """A jwt entry that can never match, because an earlier client takes every token it accepts."""
+    problems = []
+    indexed = [(i, c.name, c.jwt) for i, c in enumerate(settings.clients) if c.jwt is not None]
+    for n, (j, _, later) in enumerate(indexed):
+        for i, name, first in indexed[:n]:
+            if _covers(first, later):
+                problems.append(
+                    f"clients[{j}].jwt: never matches: every token it accepts is matched first by "
+                    f"clients[{i}] ({name!r}); list the narrower client first"
+                )
+                break
+    return problems
+
+
+def _read_jwks_files(raw_clients: list[Any], base: Path) -> dict[str, dict[str, Any] | str]:
+    """Read every well-formed ``jwt.jwks_file`` (a static key set, for issuers the gateway cannot reach)."""
+    out: dict[str, dict[str, Any] | str] = {}
+    for i, raw_client in enumerate(raw_clients):
+        client = _as_dict(raw_client)
+        try:
+            settings = JwtSettings.model_validate(client.get("jwt"))
+        except ValidationError:
+            continue  # absent, or pass 1 already reported it
+        if settings.jwks_file is not None:
+            out[str(client.get("name"))] = _read_jwks(f"clients[{i}].jwt.jwks_file", settings.jwks_file, base)
+    return out
+
+
+def _read_jwks(where: str, file: Path, base: Path) -> dict[str, Any] | str:
+    path = file if file.is_absolute() else base / file
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        pyjwt.PyJWKSet.from_dict(document)
+    except OSError as exc:
+        return f"{where}: cannot read {path}: {exc.strerror or type(exc).__name__}"
+    except (ValueError, AttributeError, pyjwt.PyJWTError) as exc:
+        return f"{where}: {path} is not a usable JWKS ({{'keys': [...]}}): {type(exc).__name__}"
+    return document if isinstance(document, dict) else f"{where}: {path} is not a JSON object"
 
 
 def _unique(items: Iterable[str]) -> list[str]:

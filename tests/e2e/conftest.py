@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def base_config(upstream_url: str, port: int, admin_port: int) -> dict[str, Any]:
     return {
-        "upstream": {"url": upstream_url, "timeouts": {"connect": 2, "read": 3}},
+        "upstream": {"url": upstream_url, "timeouts": {"connect": 2, "read": 6}},
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "keys": {

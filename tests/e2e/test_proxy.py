@@ -441,7 +441,7 @@ def test_upstream_abort_breaks_the_client_stream(gateway: Gateway, client: httpx
 
 
 def test_upstream_timeout_is_504(gateway: Gateway, client: httpx.Client) -> None:
-    response = client.get("/__standin/slow?seconds=5", headers={"X-ApiKey": TOKEN_CI})
+    response = client.get("/__standin/slow?seconds=9", headers={"X-ApiKey": TOKEN_CI})
     assert response.status_code == 504
     assert response.headers["x-gateway-error"] == "upstream_timeout"
 

@@ -91,7 +91,7 @@ def test_rule_shape_problems() -> None:
     ]
     raw["clients"][0]["tokens"] = []
     found = problems(raw)
-    assert "clients[0]: a client needs 'tokens' or 'anonymous: true'" in found
+    assert "clients[0]: a client needs 'tokens', 'jwt' or 'anonymous: true'" in found
     assert any("takes no paths or feeds" in p for p in found)
     assert any("'methods' is empty" in p for p in found)
 
