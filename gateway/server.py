@@ -56,6 +56,10 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self.scope[RAW_TARGET] = bytes(self.url)  # type: ignore[literal-required]
             super().on_headers_complete()
+            if self.expect_100_continue and self.cycle is not None:
+                # A refusal never reads the body the client is holding back; a client that then reuses
+                # the connection would have its next request read as that body. Close after answering.
+                self.cycle.keep_alive = False
 
         def data_received(self, data: bytes) -> None:
             self._unset_keepalive_if_required()
@@ -66,7 +70,13 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
                 error = cause.error if isinstance(cause, _HeadRefused) else FramingInvalid()
                 self._refuse(error)
             except httptools.HttpParserUpgrade:
-                self._refuse(FramingInvalid("Protocol upgrades are not supported."))
+                cycle = self.cycle
+                if self._get_upgrade() == b"h2c" and cycle is not None and not cycle.response_complete:
+                    # curl (cargo, apt's https helpers) offers h2c on cleartext: a server may ignore an
+                    # Upgrade (RFC 9110 7.8). Answer over HTTP/1.1 and close, since the parser stops here.
+                    cycle.keep_alive = False
+                else:
+                    self._refuse(FramingInvalid("Protocol upgrades are not supported."))
             except httptools.HttpParserError:
                 self._refuse(FramingInvalid())
 

@@ -133,7 +133,9 @@ def test_refused_or_clean(
     # On feed endpoints a body is package content, not a key channel (ProGet reads none there), so it
     # passes as sent; everywhere else a key-bearing body must arrive without the client's token.
     feed = rec.raw_path.split("/")[1].lower() in FEED_PREFIXES
-    blob = rec.raw_path + rec.query + json.dumps(rec.headers) + ("" if feed else rec.body_head.decode("latin-1"))
+    blob = (
+        rec.raw_path + rec.query + json.dumps(rec.headers) + ("" if feed else rec.body_head.decode("latin-1"))
+    )
     for token in TOKENS:
         assert token not in blob
         assert base64.b64encode(f"u:{token}".encode()).decode() not in blob

@@ -132,3 +132,57 @@ def test_response_headers() -> None:
         (b"etag", b'"e"'),
         (b"www-authenticate", b'Basic realm="proget-gateway"'),
     ]
+
+
+# --- feed clients (issue 3): what docker/OCI, Maven and npm clients rely on -------------------------
+
+
+def test_docker_upload_headers_pass_both_ways() -> None:
+    """Chunked blob uploads: Range/Content-Range go up, the registry's upload headers come back."""
+    headers = [
+        (b"host", b"gw.example:8080"),
+        (b"authorization", b"Basic " + b64encode(b"api:t")),
+        (b"content-type", b"application/octet-stream"),
+        (b"content-range", b"0-1048575"),
+        (b"range", b"bytes=0-99"),
+        (b"content-length", b"1048576"),
+    ]
+    head = Head(1048576, False, "gw.example:8080", b"application/octet-stream", None)
+    t = Target("/v2/docker-int/app/blobs/uploads/u1", b"_state=s", Route.FEED, None, "v2", "docker-int")
+    view = client_view("192.0.2.7", "http", head, headers, CONFIG)
+    creds = Credentials(token="t", sources=("header:authorization-basic",), query=b"_state=s")
+    req = rewrite_request("PATCH", t, headers, head, creds, KEY, view, CONFIG, "rid")
+    assert ("content-range", "0-1048575") in req.headers
+    assert ("range", "bytes=0-99") in req.headers
+    assert req.url.endswith("/v2/docker-int/app/blobs/uploads/u1?_state=s")
+    raw = [
+        (b"Docker-Distribution-Api-Version", b"registry/2.0"),
+        (b"Docker-Upload-Uuid", b"u1"),
+        (b"Range", b"0-1048575"),
+        (b"Location", b"http://proget.internal:8624/v2/docker-int/app/blobs/uploads/u1?_state=t"),
+    ]
+    out = rewrite_response_headers(raw, KEY, 202, "http://proget.internal:8624", "http://gw.example:8080")
+    assert out == [
+        (b"docker-distribution-api-version", b"registry/2.0"),
+        (b"docker-upload-uuid", b"u1"),
+        (b"range", b"0-1048575"),
+        (b"location", b"http://gw.example:8080/v2/docker-int/app/blobs/uploads/u1?_state=t"),
+    ]
+
+
+def test_upstream_bearer_challenge_becomes_the_gateways_basic_one() -> None:
+    """ProGet's docker challenge sends clients to its own /v2/_auth token service; a token from there
+    would reach the gateway as an unknown credential. The gateway authenticates upstream itself, so the
+    client is only ever asked for Basic (which every docker client answers with its gateway token)."""
+    raw = [(b"WWW-Authenticate", b'Bearer realm="http://proget.internal:8624/v2/_auth",service="proget"')]
+    out = rewrite_response_headers(raw, KEY, 401, "http://proget.internal:8624", "http://gw.example:8080")
+    assert out == [(b"www-authenticate", b'Basic realm="proget-gateway"')]
+
+
+def test_relative_and_foreign_locations_are_left_alone() -> None:
+    raw = [(b"Location", b"/v2/f/app/blobs/uploads/u1"), (b"Content-Location", b"https://cdn.example/x")]
+    out = rewrite_response_headers(raw, KEY, 202, "http://proget.internal:8624", "https://gw.corp")
+    assert out == [
+        (b"location", b"/v2/f/app/blobs/uploads/u1"),
+        (b"content-location", b"https://cdn.example/x"),
+    ]

@@ -68,4 +68,7 @@ def test_download_range_etag_and_upload(http: httpx.Client) -> None:
     assert http.get(url, headers={**auth, "If-None-Match": etag}).status_code == 304
     up = http.put("/api/packages/f/upload", headers=auth, content=b"abc")
     assert up.status_code == 201
-    assert up.json() == {"size": 3, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
+    assert up.json() == {
+        "size": 3,
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    }
