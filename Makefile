@@ -1,9 +1,11 @@
-# `make test` installs everything the tests need into .venv (pinned by requirements.lock) and runs
-# the linters and the whole test suite. `make demo` runs the zero-config demo.
+# `make test` installs everything the tests need — Debian packages and the real package clients and
+# registry servers (.ci/system-deps.sh, as root), the project into .venv pinned by requirements.lock —
+# then runs the linters, the whole pytest suite (unit, end-to-end, real feed clients) and the image
+# and Helm chart tests (.ci/deploy.sh). `make check` skips the system installs; `make demo` runs the demo.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test install lint unit e2e demo bench lock clean
+.PHONY: test check system-deps install lint unit e2e feeds deploy demo bench lock clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,8 +18,13 @@ lint: install
 	$(VENV)/bin/ruff format --check gateway tests bench
 	$(VENV)/bin/mypy
 
-test: install lint
+test: system-deps check deploy
+
+check: install lint
 	$(VENV)/bin/pytest
+
+system-deps:
+	bash .ci/system-deps.sh
 
 unit: install
 	$(VENV)/bin/pytest tests/unit
@@ -25,10 +32,17 @@ unit: install
 e2e: install
 	$(VENV)/bin/pytest tests/e2e
 
+feeds: install
+	$(VENV)/bin/pytest tests/feeds
+
+deploy: install
+	bash .ci/deploy.sh
+
 demo: install
 	$(VENV)/bin/proget-gateway demo
 
 bench: install
+	bash bench/setup.sh
 	$(PY) bench/run.py
 
 lock: $(PY)

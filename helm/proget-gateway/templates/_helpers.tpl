@@ -1,0 +1,145 @@
+{{/*
+Names, labels and the gateway config. Every helper takes the chart's context (`.`), or, from an
+application chart that has this chart as a dependency, `(index .Subcharts "proget-gateway")`.
+*/}}
+
+{{- define "proget-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "proget-gateway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "proget-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "proget-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "proget-gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "proget-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: {{ ternary "gateway" "sidecar-config" (eq .Values.mode "central") }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "proget-gateway.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "proget-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "proget-gateway.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "proget-gateway.configMapName" -}}
+{{- printf "%s-config" (include "proget-gateway.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "proget-gateway.secretName" -}}
+{{- if .Values.keys.existingSecret -}}
+{{- .Values.keys.existingSecret -}}
+{{- else -}}
+{{- printf "%s-keys" (include "proget-gateway.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the pod sees its files. The config path is passed in PROGET_GATEWAY_CONFIG. */}}
+{{- define "proget-gateway.configDir" -}}/etc/proget-gateway/config{{- end -}}
+{{- define "proget-gateway.configPath" -}}/etc/proget-gateway/config/gateway.yaml{{- end -}}
+{{- define "proget-gateway.keysDir" -}}/etc/proget-gateway/keys{{- end -}}
+
+{{/* The key names, as a YAML list: from keys.names with an existing Secret, else from keys.create. */}}
+{{- define "proget-gateway.keyNames" -}}
+{{- if .Values.keys.existingSecret -}}
+{{- toYaml .Values.keys.names -}}
+{{- else -}}
+{{- toYaml (keys (default dict .Values.keys.create) | sortAlpha) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Refuse, at render time, the mistakes that would only show up as a crash-looping pod. */}}
+{{- define "proget-gateway.validate" -}}
+{{- $names := include "proget-gateway.keyNames" . | fromYamlArray -}}
+{{- if and .Values.keys.existingSecret .Values.keys.create -}}
+{{- fail "keys: give keys.existingSecret (with keys.names) or keys.create, not both" -}}
+{{- end -}}
+{{- if not $names -}}
+{{- fail "keys: no ProGet key defined: set keys.existingSecret and keys.names, or keys.create" -}}
+{{- end -}}
+{{- if eq .Values.mode "central" -}}
+{{- if not .Values.config.clients -}}
+{{- fail "config.clients: central mode needs at least one client (see config/example.yaml)" -}}
+{{- end -}}
+{{- else -}}
+{{- if .Values.config.clients -}}
+{{- fail "config.clients: must be empty in sidecar mode; the sidecar's one client is sidecar.client" -}}
+{{- end -}}
+{{- range $i, $rule := .Values.sidecar.client.rules -}}
+{{- if not (has $rule.key $names) -}}
+{{- fail (printf "sidecar.client.rules[%d].key: %q is not one of the keys (%s)" $i $rule.key (join ", " $names)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The gateway config document: the user's `config` plus listen/admin (mode dependent) and one `file:`
+key source per key. In sidecar mode the one client is the anonymous `sidecar.client`.
+*/}}
+{{- define "proget-gateway.gatewayConfig" -}}
+{{- include "proget-gateway.validate" . -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- if eq .Values.mode "central" -}}
+{{- $_ := set $cfg "listen" (dict "host" .Values.listenHost "port" .Values.ports.http) -}}
+{{- $_ := set $cfg "admin" (dict "host" .Values.listenHost "port" .Values.ports.admin) -}}
+{{- else -}}
+{{- $_ := set $cfg "listen" (dict "host" "127.0.0.1" "port" .Values.sidecar.port) -}}
+{{- $_ := set $cfg "admin" (dict "host" "127.0.0.1" "port" .Values.sidecar.adminPort) -}}
+{{- $client := dict "name" .Values.sidecar.client.name "anonymous" true "rules" .Values.sidecar.client.rules -}}
+{{- $_ := set $cfg "clients" (list $client) -}}
+{{- end -}}
+{{- $keys := dict -}}
+{{- $dir := include "proget-gateway.keysDir" . -}}
+{{- range $name := include "proget-gateway.keyNames" . | fromYamlArray -}}
+{{- $_ := set $keys $name (dict "file" (printf "%s/%s" $dir $name)) -}}
+{{- end -}}
+{{- $_ := set $cfg "keys" $keys -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+Pod annotations that roll the pods when the config or a chart-managed key changes. An existing
+Secret is not visible at render time: after rotating one, `kubectl rollout restart` (docs/deploy.md).
+Call with (dict "root" . "prefix" "checksum/"); the sidecar uses a longer prefix so it cannot clash
+with the application's own checksum annotations.
+*/}}
+{{- define "proget-gateway.checksums" -}}
+{{- $v := .root.Values -}}
+{{ .prefix }}config: {{ include "proget-gateway.gatewayConfig" .root | sha256sum }}
+{{- if $v.keys.existingSecret }}
+{{ .prefix }}secret: {{ printf "existing:%s:%s" $v.keys.existingSecret (join "," $v.keys.names) | sha256sum }}
+{{- else }}
+{{ .prefix }}secret: {{ toJson $v.keys.create | sha256sum }}
+{{- end }}
+{{- end -}}
