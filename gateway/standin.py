@@ -243,7 +243,8 @@ async def status(ex: Exchange) -> None:
         headers.append(_PROGET_CHALLENGE)
     if 300 <= code < 400:
         headers.append((b"location", f"http://{ex.rec.header('host')[0]}/somewhere?x=1".encode()))
-    await ex.reply(code, f"status {code}\n".encode(), headers)
+    body = b"" if code in (204, 304) else f"status {code}\n".encode()
+    await ex.reply(code, body, headers)
 
 
 async def slow(ex: Exchange) -> None:

@@ -8,6 +8,12 @@ errors, which ``_translate`` maps from aiohttp's in exactly one place.
 What aiohttp would otherwise do on its own is switched off: no cookie jar, no proxy or netrc from the
 environment, no decompression, no added User-Agent/Accept/Content-Type, no redirects, no re-quoting of
 the path (``encoded=True``), so the bytes the policy checked are the bytes ProGet receives.
+
+The read timeout is ours, not aiohttp's ``sock_read``: aiohttp 3.14 can leave a ``sock_read`` timer
+armed on a pooled connection after a download whose reading was paused by backpressure, and the next
+request on that connection (a multi-GB upload, say) then times out mid-body. So ``sock_read`` is
+off and ``timeouts.read`` is enforced here: from the end of the request body to ProGet's response
+head, and between two chunks of ProGet's body.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class UpstreamResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     _response: aiohttp.ClientResponse
+    read_timeout: float
 
     @property
     def content_length(self) -> int | None:
@@ -54,7 +61,8 @@ class UpstreamResponse:
     async def read_small(self) -> bytes:
         """Read a body already known to be small (Content-Length under the streaming threshold)."""
         try:
-            return await self._response.read()
+            async with asyncio.timeout(self.read_timeout):
+                return await self._response.read()
         except Exception as exc:
             raise _translate(exc, started=False) from None
 
@@ -63,7 +71,8 @@ class UpstreamResponse:
         content = self._response.content
         try:
             while True:
-                chunk = await content.readany()
+                async with asyncio.timeout(self.read_timeout):
+                    chunk = await content.readany()
                 if not chunk:
                     break
                 yield chunk
@@ -78,6 +87,15 @@ class UpstreamResponse:
             self._response.release()
         else:
             self._response.close()
+
+
+async def _then_start(
+    body: AsyncIterable[bytes], deadline: asyncio.Timeout, read: float
+) -> AsyncIterator[bytes]:
+    """Relay the client's body; once it is all sent, give ProGet ``read`` seconds to answer."""
+    async for chunk in body:
+        yield chunk
+    deadline.reschedule(asyncio.get_running_loop().time() + read)
 
 
 class UpstreamClient:
@@ -98,7 +116,7 @@ class UpstreamClient:
             trust_env=False,
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=t.read
+                total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=None
             ),
             read_bufsize=CHUNK,
             max_line_size=16 * 1024,
@@ -120,21 +138,27 @@ class UpstreamClient:
         """Send the request (streaming ``body`` when the request carries no rewritten body)."""
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        data: bytes | AsyncIterable[bytes] | None = request.body if request.body is not None else body
+        read = self._settings.timeouts.read
         try:
-            response = await self._session.request(
-                request.method,
-                URL(request.url, encoded=True),
-                headers=request.headers,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-            )
+            async with asyncio.timeout(None) as deadline:
+                data: bytes | AsyncIterable[bytes] | None = request.body
+                if data is None and body is not None:
+                    data = _then_start(body, deadline, read)  # the clock starts when the body is sent
+                else:
+                    deadline.reschedule(asyncio.get_running_loop().time() + read)
+                response = await self._session.request(
+                    request.method,
+                    URL(request.url, encoded=True),
+                    headers=request.headers,
+                    data=data,
+                    allow_redirects=False,
+                    compress=None,
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise _translate(exc, started=False) from None
-        return UpstreamResponse(response.status, list(response.raw_headers), response)
+        return UpstreamResponse(response.status, list(response.raw_headers), response, read)
 
     async def health(self, limit: float = 2.0) -> bool:
         """Is ProGet's /health answering 200? (readiness; needs no key)."""

@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import TOKEN_CI, Gateway
+from gateway.standin import StandinServer
+from tests.e2e.conftest import TOKEN_CI, Gateway, start_gateway, stop
 
 GIB = 1024**3
 SIZE = 2 * GIB
@@ -85,3 +87,39 @@ def test_client_disconnect_cancels_upstream_upload(gateway: Gateway) -> None:
     while gateway.standin.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gateway.standin.cancelled == before + 1
+
+
+def test_read_timeout_counts_from_the_end_of_the_upload(
+    tmp_path: Path, standin_server: StandinServer
+) -> None:
+    """``timeouts.read`` is ProGet's time to answer, not the upload's duration; it must hold on a pooled
+    connection whose previous download was slowed by a slow reader (aiohttp's sock_read did not)."""
+
+    def one_second(config: dict[str, Any]) -> None:
+        config["upstream"]["timeouts"]["read"] = 1
+
+    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=one_second)
+    auth = {"X-ApiKey": TOKEN_CI}
+    try:
+        url = f"{gw.url}/api/packages/internal/download?size=40000000"
+        with httpx.Client(timeout=10) as client, client.stream("GET", url, headers=auth) as response:
+            for _ in response.iter_raw(65536):
+                time.sleep(0.001)  # backpressure: the gateway pauses reading ProGet's body
+        big = tmp_path / "upload.bin"
+        with big.open("wb") as f:
+            f.truncate(GIB)
+        out = curl(
+            "-T",
+            str(big),
+            "-w",
+            "\n%{http_code}",
+            "--limit-rate",
+            "400M",
+            f"{gw.url}/api/packages/internal/upload",
+        )
+        assert out.rsplit("\n", 1)[1] == "201", out
+        assert gw.last_audit()["duration_ms"] > 1500  # the upload outlasted the read timeout
+        slow = httpx.get(f"{gw.url}/__standin/slow?seconds=3", headers=auth, timeout=10)
+        assert slow.status_code == 504  # ...which still applies to ProGet's answer
+    finally:
+        stop(gw.process)
