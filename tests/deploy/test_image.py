@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import yaml
 from gateway.settings import token_hash
 from tests.deploy.conftest import ROOT
 from tests.deploy.helpers import Podman, run
+from tests.processes import free_port
 
 pytestmark = pytest.mark.deploy
 
@@ -66,12 +66,6 @@ def test_runtime_stage_holds_only_the_virtualenv(podman: Podman, image: str) -> 
 
 
 # --- running it ------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -134,7 +128,7 @@ def _gateway_container(podman: Podman, image: str, workdir: Path, name: str) -> 
     """The image, hardened as the chart runs it, on the host network bound to 127.0.0.1 free ports."""
     workdir.chmod(0o755)
     with _standin(workdir) as upstream:
-        port, admin_port = _free_port(), _free_port()
+        port, admin_port = free_port(), free_port()
         _write_config(workdir, upstream, port, admin_port)
         podman("rm", "--force", name)
         podman.ok(

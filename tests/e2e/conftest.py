@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +22,13 @@ import yaml
 
 from gateway.settings import token_hash
 from gateway.standin import Standin, StandinServer
+from tests.processes import free_port, stop
 
 TOKEN_CI = "pgw_ci_" + "a" * 40
 TOKEN_READER = "pgw_reader_" + "b" * 40
 KEY_READ = "proget-key-read-0123456789"
 KEY_PUSH = "proget-key-push-9876543210"
 KEY_NATIVE = "proget-key-native-5555555555"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_config(upstream_url: str, port: int, admin_port: int) -> dict[str, Any]:
@@ -119,16 +112,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
             pass
         time.sleep(0.1)
     raise AssertionError(f"gateway did not become healthy:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def start_gateway(tmp: Path, standin: Standin, upstream_url: str, mutate: Any = None) -> Gateway:

@@ -15,7 +15,8 @@ import httpx
 import yaml
 
 from gateway.demo import DEMO_TOKEN
-from tests.e2e.conftest import base_config, free_port
+from tests.e2e.conftest import base_config
+from tests.processes import free_port
 
 CLI = [sys.executable, "-m", "gateway"]
 

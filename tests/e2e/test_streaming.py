@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, Gateway, start_gateway, stop
+from tests.e2e.conftest import TOKEN_CI, Gateway, start_gateway
+from tests.processes import stop
 
 GIB = 1024**3
 SIZE = 2 * GIB

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from gateway.standin import Recorded
-from tests.e2e.conftest import KEY_NATIVE, KEY_PUSH, KEY_READ, Gateway, start_gateway, stop
+from tests.e2e.conftest import KEY_NATIVE, KEY_PUSH, KEY_READ, Gateway, start_gateway
 from tests.oidc_issuer import KUBERNETES_ISSUER, OidcIssuer
+from tests.processes import stop
 
 AUD = "proget-gateway"
 STANDIN_ONLY = [{"paths": ["/__standin/**"]}]

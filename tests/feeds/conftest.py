@@ -20,9 +20,10 @@ import pytest
 import yaml
 
 from gateway.settings import token_hash
-from tests.e2e.conftest import free_port, wait_ready
+from tests.e2e.conftest import wait_ready
 from tests.feeds import tools
 from tests.feeds.front import BACKENDS, FEED_KEY, FEEDS, NUGET_BACKEND_KEY, Front, basic_auth, start_front
+from tests.processes import free_port
 
 TOKEN_DEV = "pgw_feeds_dev_" + "d" * 40  # may use every test feed
 TOKEN_READER = "pgw_feeds_reader_" + "r" * 40  # may only read (GET/HEAD) the test feeds

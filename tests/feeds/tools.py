@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import stop as stop  # re-exported: feed tests stop what they start via tools.stop
 
 FEEDS_TOOLS = Path(os.environ.get("FEEDS_TOOLS", "/opt/proget-gateway-feeds"))
 VENV_BIN = FEEDS_TOOLS / "venv" / "bin"
@@ -109,17 +110,6 @@ def start(
             stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
         )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop one process we started, by its PID: TERM, then KILL."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
