@@ -61,7 +61,10 @@ def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        wait_port(port)
+        try:
+            wait_port(port)
+        except RuntimeError:
+            raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-2000:]}") from None
         yield proc
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -76,7 +79,7 @@ def nginx_conf(tmp: Path, port: int, body: str) -> Path:
     conf = tmp / f"nginx-{port}.conf"
     conf.write_text(
         f"""
-daemon off; master_process off; worker_processes 1; error_log {tmp}/nginx-{port}.err warn; pid {tmp}/nginx-{port}.pid;
+daemon off; master_process off; worker_processes 1; error_log stderr warn; pid {tmp}/nginx-{port}.pid;
 events {{ worker_connections 1024; }}
 http {{
   access_log off; sendfile on; keepalive_requests 100000;
@@ -93,7 +96,7 @@ def upstream_body(tmp: Path) -> str:
     return f"""
     client_max_body_size 0;
     location = /api/small {{ default_type application/json; return 200 '{{"Feed_Name":"internal","ok":true}}'; }}
-    location = /api/upload {{ return 201 '{{"stored":true}}'; }}
+    location = /api/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on; }}
     location /api/files/ {{ alias {tmp}/files/; }}
 """
 
@@ -102,7 +105,7 @@ def proxy_body(upstream: int) -> str:
     return f"""
     client_max_body_size 0;
     location / {{ proxy_pass http://127.0.0.1:{upstream}; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_request_buffering off; proxy_buffering off; }}
+      proxy_set_header Connection ""; proxy_request_buffering off; proxy_buffering off; proxy_buffer_size 256k; proxy_buffers 4 256k; proxy_busy_buffers_size 512k; }}
 """
 
 
@@ -138,8 +141,8 @@ def wrk(port: int, seconds: int) -> tuple[float, str, str]:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} error responses on {port}:\n{out}")
@@ -204,6 +207,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pgw-bench-") as t:
         tmp = Path(t)
         (tmp / "files").mkdir()
+        (tmp / "up").mkdir()  # nginx stores each upload here (WebDAV PUT): it reads the whole body first
         big = tmp / "files" / "big.bin"
         with big.open("wb") as f:
             f.truncate(args.size_mib * 1024 * 1024)
