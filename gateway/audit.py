@@ -61,6 +61,13 @@ class Flow:
         return self.error.code if self.error else "ok"
 
 
+def query_names(query: bytes, limit: int = 256) -> str:
+    """The query's parameter names, values elided: a value may be a secret in a channel we do not know."""
+    names = (piece.partition(b"=") for piece in query.split(b"&"))
+    shown = "&".join(name.decode("ascii") + ("=…" if sep else "") for name, sep, _ in names)
+    return shown[:limit]
+
+
 def safe_raw_path(raw_target: bytes, limit: int = 256) -> str:
     """The path part of a target we could not canonicalize, made printable and short."""
     path = raw_target.split(b"?", 1)[0][:limit]

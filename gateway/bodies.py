@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.audit import Flow
-from gateway.errors import BodyTooLarge, ClientAborted
+from gateway.errors import BodyTooLarge, ClientAborted, FramingInvalid
 from gateway.framing import Head
 from gateway.types import Receive
 
@@ -36,9 +36,14 @@ async def read_capped(receive: Receive, head: Head, cap: int, flow: Flow) -> byt
     return bytes(buf)
 
 
-async def stream_body(receive: Receive, flow: Flow) -> AsyncIterator[bytes]:
-    """The client's body chunk by chunk, as the upstream client asks for it (backpressure both ways)."""
+async def stream_body(receive: Receive, flow: Flow, declared: int | None) -> AsyncIterator[bytes]:
+    """The client's body chunk by chunk, as the upstream client asks for it (backpressure both ways).
+
+    A body that ends short of its declared Content-Length is an error, never a short upload: ProGet
+    would wait for the missing bytes on a pooled connection and read the next request as them.
+    """
     flow.request_body_done = False
+    sent = 0
     more = True
     while more:
         message = await receive()
@@ -48,8 +53,11 @@ async def stream_body(receive: Receive, flow: Flow) -> AsyncIterator[bytes]:
         chunk = message.get("body", b"")
         if chunk:
             flow.bytes_in += len(chunk)
+            sent += len(chunk)
             yield chunk
         more = message.get("more_body", False)
+    if declared is not None and sent != declared:
+        raise FramingInvalid(f"The body ended after {sent} of {declared} declared bytes.")
     flow.request_body_done = True
 
 

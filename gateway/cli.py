@@ -32,7 +32,7 @@ def _print_problems(err: ConfigError) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import audit
-    from gateway.server import serve
+    from gateway.server import ListenError, serve
 
     try:
         config = load_config(_config_path(args.config))
@@ -43,7 +43,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     audit.configure()
-    _run(serve(config))
+    try:
+        _run(serve(config))
+    except ListenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -59,7 +63,7 @@ def _run(coro: object) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
     try:
-        config = load_config(path)
+        config = load_config(path, resolve_keys=not args.no_keys)
     except ConfigError as err:
         _print_problems(err)
         return 2
@@ -97,7 +101,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from gateway.explain import explain
 
     try:
-        config = load_config(Path(args.config))
+        config = load_config(Path(args.config), resolve_keys=False)  # names only: no secret is read
     except ConfigError as err:
         _print_problems(err)
         return 2
@@ -132,6 +136,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
     c.add_argument(
         "--offline", action="store_true", help="do not fetch JWT issuers' discovery documents and keys"
+    )
+    c.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="do not read the keys' env/file sources (check a config away from its secrets)",
     )
     c.set_defaults(func=cmd_check)
     t = sub.add_parser("token", help="gateway tokens")

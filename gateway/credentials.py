@@ -57,19 +57,39 @@ def is_credential_header(name: bytes) -> bool:
     return n in TOKEN_HEADERS or n in (b"cookie", b"proxy-authorization") or b"apikey" in n or b"api-key" in n
 
 
+# Feed prefixes whose HTTP APIs (asset directories, Universal package imports) read ``key``/``API_Key``
+# from form and JSON bodies like /api/ does (proget-facts.md §1): their bodies of those types are scanned.
+SCANNED_FEED_TYPES = frozenset({"endpoints", "upack"})
+
+
+def media_type(content_type: bytes | None) -> bytes:
+    """The media type alone, as .NET's MediaTypeHeaderValue reads it: before any ``;``, trimmed, lowercase."""
+    return (content_type or b"").split(b";", 1)[0].strip().lower()
+
+
 def body_kind(target: Target, head: Head) -> BodyKind:
     """Decide, from the head alone, whether the body must be inspected for ProGet's key fields.
 
     ProGet reads keys from form and JSON bodies on its HTTP API; feed endpoints do not, and their
     bodies (npm publishes, NuGet pushes) are large, so they stream. Anything on a non-feed route that
     could hold a key but cannot be inspected (multipart, compressed) is refused rather than forwarded.
+    The media type is parsed, never searched: ``application/json; x=x-www-form-urlencoded`` is JSON.
     """
-    if target.route is Route.FEED:
+    feed = target.route is Route.FEED
+    if feed and target.feed_type not in SCANNED_FEED_TYPES:
         return BodyKind.STREAM
-    media = (head.content_type or b"").lower()
-    if b"multipart" in media:
+    media = media_type(head.content_type)
+    if media.startswith(b"multipart/"):
+        if feed:
+            return BodyKind.STREAM  # package and file uploads
         raise ContentTypeNotAllowed("multipart bodies are accepted only on feed endpoints.")
-    kind = BodyKind.FORM if b"x-www-form-urlencoded" in media else BodyKind.JSON if b"json" in media else None
+    kind = (
+        BodyKind.FORM
+        if media == b"application/x-www-form-urlencoded"
+        else BodyKind.JSON
+        if b"json" in media
+        else None
+    )
     if kind is None:
         if target.route is Route.NATIVE and head.has_body:
             # The Native API reads parameters (and API_Key) from whatever body it gets: only bodies we

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def demo_config(upstream_url: str, port: int, admin_port: int) -> Config:
     return build_config(raw, source=str(path), base=path.parent)
 
 
+def _cli() -> str:
+    """This very command, runnable from any shell (the README's install does not activate the venv)."""
+    script = Path(sys.argv[0])
+    if script.name == "proget-gateway":
+        return str(script.resolve())
+    return f"{sys.executable} -m gateway"
+
+
 def instructions(gw: str, admin: str) -> str:
     t = DEMO_TOKEN
     return f"""
@@ -63,11 +72,12 @@ The upstream is a ProGet STAND-IN (not ProGet): its /__standin/echo shows what "
    curl -si -H 'X-ApiKey: {t}' -X POST {gw}/api/json/Users_CreateOrUpdateUser
    ...while an allowed one goes through:
    curl -s -H 'X-ApiKey: {t}' {gw}/api/json/Feeds_GetFeeds
-4. No credential at all → 401 with a Basic challenge; an unknown token → 401:
+4. No credential at all → 401 with a Basic challenge; an unknown token → 401 token_unknown:
    curl -si {gw}/api/management/feeds/list
+   curl -si -H 'Authorization: Bearer pgw_not_a_known_token' {gw}/api/management/feeds/list
 5. Explain a decision without sending anything:
    DEMO_TOKEN={t} \\
-     proget-gateway explain --config {demo_config_path()} --token-env DEMO_TOKEN PUT {gw}/nuget/internal/
+     {_cli()} explain --config {demo_config_path()} --token-env DEMO_TOKEN PUT {gw}/nuget/internal/
 6. Metrics and health: curl -s {admin}/metrics | grep proget_gateway_requests ; curl -s {admin}/readyz
 
 Audit lines (one JSON line per request) follow below. Press Ctrl-C to stop both.
@@ -76,7 +86,6 @@ Audit lines (one JSON line per request) follow below. Press Ctrl-C to stop both.
 
 def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
     import logging
-    import sys
 
     from gateway import audit
     from gateway.cli import _run

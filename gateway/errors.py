@@ -82,6 +82,11 @@ class BodyUnparseable(BadRequest):
     default_detail = "The request body could not be parsed for its declared content type."
 
 
+class QueryInvalid(BadRequest):
+    code = "query_invalid"
+    default_detail = "The query string could be read differently by the upstream server."
+
+
 class TooManyParameters(BadRequest):
     code = "too_many_parameters"
     default_detail = "The query string or form body has too many parameters."

@@ -8,13 +8,15 @@ JWT as the proxy would; it never prints a key or token.
 from __future__ import annotations
 
 import asyncio
+import json
 
-from gateway.canonical import Route, canonicalize
+from gateway.canonical import Route, Target, canonicalize
 from gateway.credentials import BodyKind, Credentials, find_credentials
 from gateway.errors import GatewayError
 from gateway.framing import check_head
 from gateway.identity import Identity, identify
 from gateway.policy import decide
+from gateway.rewrite import key_placement
 from gateway.settings import Config
 from gateway.workload_identity import JwtVerifier, all_matches
 
@@ -42,10 +44,22 @@ def explain(config: Config, method: str, target: bytes, token: str | None) -> tu
         lines.append(f"refused:  {error.status} {error.code}: {error.detail}")
         return lines, False
     rule = identity.client.rules[decision.rule]
-    lines.append(f"rule:     #{decision.rule} {rule.model_dump(exclude_none=True)}")
-    lines.append(f"key:      {decision.key}  (sent to ProGet as X-ApiKey; value not shown)")
+    lines.append(f"rule:     #{decision.rule} {json.dumps(rule.model_dump(mode='json', exclude_none=True))}")
+    lines.append(f"key:      {decision.key}  (sent to ProGet as {_placement(method, t)}; value not shown)")
     lines.append("decision: allow")
     return lines, True
+
+
+_SHOWN = {
+    "x-apikey": "X-ApiKey",
+    "authorization": "Authorization: Basic api:<key>",
+    "x-nuget-apikey": "X-NuGet-ApiKey",
+}
+
+
+def _placement(method: str, target: Target) -> str:
+    """Where the key travels: asked of gateway.rewrite, which places it."""
+    return " + ".join(_SHOWN[name] for name in key_placement(method, target))
 
 
 async def _identify(credentials: Credentials, config: Config) -> tuple[Identity, list[str]]:

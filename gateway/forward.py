@@ -33,7 +33,9 @@ async def forward(
 ) -> None:
     """Relay one exchange; raises our errors (before or after the response started)."""
     streamed = request.body is None and head.has_body
-    response = await upstream.open(request, stream_body(receive, flow) if streamed else None)
+    response = await upstream.open(
+        request, stream_body(receive, flow, head.content_length) if streamed else None
+    )
     try:
         headers = rewrite_response_headers(
             response.headers, key, response.status, config.settings.upstream.url, view.public_origin

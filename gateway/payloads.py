@@ -12,16 +12,18 @@ forwarded as is: if we cannot see a key, we cannot promise it is gone.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from gateway.errors import BodyUnparseable, CredentialMalformed, TooManyParameters
+from gateway.errors import BodyUnparseable, CredentialMalformed, QueryInvalid, TooManyParameters
 
 QUERY_NAMES: Final = ("key", "api_key")
 JSON_NAME: Final = "api_key"
 _WS: Final = " \t\r\n"
+_ODD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,12 @@ def _scan_pairs(data: bytes, where: str, max_params: int) -> Scan:
     kept: list[bytes] = []
     for piece in pieces:
         raw_name, _, raw_value = piece.partition(b"=")
+        if _ODD_ESCAPE.search(raw_name):
+            # IIS/System.Web decode %u006B as 'k'; ASP.NET Core leaves it: a name we cannot read the
+            # way every ProGet host would could be a hidden key parameter.
+            raise (BodyUnparseable if where == "form" else QueryInvalid)(
+                f"A {where} parameter name uses %u or a '%' that is not a %XX escape."
+            )
         name = _form_decode(raw_name)
         canonical = next((c for c in QUERY_NAMES if names_match(name, c)), None)
         if canonical is None:

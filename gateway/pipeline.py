@@ -101,7 +101,7 @@ async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
 async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
     config = runtime.config
     limits = config.settings.limits
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    headers: list[tuple[bytes, bytes]] = list(scope["headers"])  # a snapshot: what is checked is sent
     target_bytes = raw_target(scope)
     flow.path = audit.safe_raw_path(target_bytes)
 
@@ -116,7 +116,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     credentials = find_credentials(headers, target, body, kind, limits)
     flow.credential_source = ",".join(credentials.sources) or "none"
     if credentials.query:
-        flow.path += "?" + credentials.query.decode("ascii")
+        flow.path += "?" + audit.query_names(credentials.query)
 
     identity = await identify(credentials, config, runtime.jwt)
     flow.client, flow.subject, flow.issuer = identity.client.name, identity.subject, identity.issuer

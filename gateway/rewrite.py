@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from gateway.canonical import Route, Target
 from gateway.credentials import Credentials, is_credential_header
@@ -61,9 +62,9 @@ class ClientView:
 
     client_ip: str
     forwarded_for: str  # the X-Forwarded-For chain to send upstream
-    proto: str
-    host: str
-    public_origin: str
+    proto: str  # how the client reached us (scheme, or a trusted proxy's X-Forwarded-Proto)
+    host: str  # the Host the client used (or a trusted proxy's X-Forwarded-Host)
+    public_origin: str  # public_url, else proto://host: Location rewriting and X-Forwarded-Proto/Host
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,7 @@ def rewrite_request(
 ) -> UpstreamRequest:
     """Build exactly what ProGet will receive."""
     out = _kept_headers(headers)
-    out += _gateway_headers(view, request_id)
+    out += _gateway_headers(view, request_id, config)
     out += _key_headers(method, target, key)
     body = credentials.body
     if body is not None:
@@ -180,24 +181,36 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
     return frozenset(tokens)
 
 
-def _gateway_headers(view: ClientView, request_id: str) -> list[tuple[str, str]]:
+def _gateway_headers(view: ClientView, request_id: str, config: Config) -> list[tuple[str, str]]:
+    """Host is never the client's: a load balancer or ingress in front of ProGet may route by Host,
+    and the key must reach ProGet and nothing else. It is public_url's host when set (so ProGet builds
+    links to the gateway), else the upstream's own. X-Forwarded-Proto/Host name the public origin."""
+    proto, _, public_host = view.public_origin.partition("://")
+    settings = config.settings
+    host = public_host if settings.public_url else urlsplit(settings.upstream.url).netloc
     return [
-        ("host", view.host),
+        ("host", host),
         ("x-forwarded-for", view.forwarded_for),
-        ("x-forwarded-proto", view.proto),
-        ("x-forwarded-host", view.host),
+        ("x-forwarded-proto", proto),
+        ("x-forwarded-host", public_host),
         ("x-request-id", request_id),
     ]
 
 
-def _key_headers(method: str, target: Target, key: UpstreamKey) -> list[tuple[str, str]]:
-    """X-ApiKey always; on feed routes also Basic api:<key>, and X-NuGet-ApiKey on NuGet pushes."""
-    out = [("x-apikey", key.x_apikey.decode("ascii"))]
+def key_placement(method: str, target: Target) -> tuple[str, ...]:
+    """The headers that carry the key to ProGet: X-ApiKey always; on feed routes also
+    ``Authorization: Basic api:<key>`` (what every feed type reads), and X-NuGet-ApiKey on NuGet pushes."""
+    names = ["x-apikey"]
     if target.route is Route.FEED:
-        out.append(("authorization", key.basic.decode("ascii")))
+        names.append("authorization")
         if target.feed_type == "nuget" and method in _NUGET_PUSH_METHODS:
-            out.append(("x-nuget-apikey", key.x_apikey.decode("ascii")))
-    return out
+            names.append("x-nuget-apikey")
+    return tuple(names)
+
+
+def _key_headers(method: str, target: Target, key: UpstreamKey) -> list[tuple[str, str]]:
+    value = {"x-apikey": key.x_apikey, "authorization": key.basic, "x-nuget-apikey": key.x_apikey}
+    return [(name, value[name].decode("ascii")) for name in key_placement(method, target)]
 
 
 def rewrite_response_headers(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import Any
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway import audit, metrics
+from gateway import __version__, audit, metrics
 from gateway.app import ProxyApp, admin_app
 from gateway.audit import Flow
 from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, TargetTooLong
@@ -32,15 +33,26 @@ class _HeadRefused(Exception):
         self.error = error
 
 
+def _upgrade_with_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    if not any(name == b"upgrade" for name, _ in headers):
+        return False
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in headers
+    )
+
+
 def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
     """A protocol class bound to this config's limits (uvicorn instantiates it per connection)."""
 
     class GatewayProtocol(HttpToolsProtocol):
         _bytes = 0
+        _head_done = False
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._bytes = 0
+            self._head_done = False
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -48,12 +60,19 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
                 raise _HeadRefused(TargetTooLong())
 
         def on_header(self, name: bytes, value: bytes) -> None:
+            if self._head_done:
+                return  # a trailer: never merged into the headers the gateway checked, never forwarded
             self._bytes += len(name) + len(value) + 4
             if len(self.headers) >= limits.max_header_count or self._bytes > limits.max_header_bytes:
                 raise _HeadRefused(HeadersTooLarge())
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._head_done = True
+            if _upgrade_with_body(self.headers):
+                # The parser treats an Upgrade request as ending at its head: its body would reach
+                # ProGet's pooled connection as the start of another request (smuggling).
+                raise _HeadRefused(FramingInvalid("An Upgrade offer with a request body is not accepted."))
             self.scope[RAW_TARGET] = bytes(self.url)  # type: ignore[literal-required]
             super().on_headers_complete()
             if self.expect_100_continue and self.cycle is not None:
@@ -144,9 +163,34 @@ def build_servers(config: Config) -> tuple[uvicorn.Server, uvicorn.Server]:
     return proxy_server, admin_server
 
 
+log = logging.getLogger("proget_gateway")
+
+
+class ListenError(Exception):
+    """A listen address cannot be bound; the message says which and why (one line for the operator)."""
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    """Bind before anything starts, so a busy port is one clear line, not a half-started gateway."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}") from None
+    return sock
+
+
 async def serve(config: Config) -> None:
     """Run both servers until SIGINT/SIGTERM; then drain in-flight requests and stop."""
-    logging.getLogger("uvicorn.error").addFilter(_Quiet())
+    s = config.settings
+    sockets = (bind(s.listen.host, s.listen.port, "listen"), bind(s.admin.host, s.admin.port, "admin"))
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(_Quiet())
+    uvicorn_log.setLevel(logging.WARNING)  # our one start line below replaces uvicorn's four per server
     servers = build_servers(config)
     loop = asyncio.get_running_loop()
 
@@ -156,4 +200,22 @@ async def serve(config: Config) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    await asyncio.gather(*(s.serve() for s in servers))
+    log.info(
+        "proget-gateway %s: proxy on %s, admin on %s, upstream %s; %d client(s), %d key(s); config %s",
+        __version__,
+        _where(sockets[0]),
+        _where(sockets[1]),
+        s.upstream.url,
+        len(s.clients),
+        len(s.keys),
+        config.source,
+    )
+    await asyncio.gather(
+        *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True))
+    )
+    log.info("proget-gateway stopped")
+
+
+def _where(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

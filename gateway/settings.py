@@ -33,6 +33,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -98,7 +99,7 @@ Glob = Annotated[str, AfterValidator(_check_glob)]
 TokenHash = Annotated[str, AfterValidator(_check_token_hash)]
 NativeName = Annotated[str, AfterValidator(_check_native_name)]
 FeedName = Annotated[str, AfterValidator(_check_feed_name)]
-Name = Annotated[str, Field(pattern=_CLIENT_NAME.pattern)]
+Name = Annotated[str, Field(pattern=rf"^{_CLIENT_NAME.pattern}$")]  # pydantic searches: anchor it
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -303,8 +304,8 @@ class Settings(_Strict):
     public_url: str | None = None
     listen: Listen = Listen()
     admin: AdminListen = AdminListen()
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    keys: dict[Annotated[str, Field(pattern=_KEY_NAME.pattern)], KeySource]
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    keys: dict[Annotated[str, Field(pattern=rf"^{_KEY_NAME.pattern}$")], KeySource]
     native_api: NativeApi = NativeApi()
     clients: tuple[ClientSettings, ...] = Field(min_length=1)
     limits: Limits = Limits()
@@ -462,9 +463,19 @@ def _freeze(
 
 
 def _pydantic_problems(exc: ValidationError) -> list[str]:
+    """One ``dotted.path: reason`` per error, in the config's own terms.
+
+    Two of pydantic's habits are undone: validator tags in a location (``lax-or-strict[...]``) are
+    not part of the config's path, and a list that is "too short" only because its items failed is
+    not a problem of its own.
+    """
+    errors = exc.errors(include_url=False, include_input=False)
+    locations = [tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p)) for err in errors]
     problems = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    for err, loc in zip(errors, locations, strict=True):
+        if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locations):
+            continue
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{where or '(root)'}: {message}")
     return problems
@@ -482,9 +493,18 @@ def _duplicate_token_problems(settings: Settings) -> list[str]:
 
 
 def build_config(
-    raw: object, *, source: str = "<config>", base: Path | None = None, env: Mapping[str, str] | None = None
+    raw: object,
+    *,
+    source: str = "<config>",
+    base: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    resolve_keys: bool = True,
 ) -> Config:
-    """Validate a parsed document and resolve its keys; raise ConfigError with every problem."""
+    """Validate a parsed document and resolve its keys; raise ConfigError with every problem.
+
+    ``resolve_keys=False`` (``explain``, ``check --no-keys``) validates everything but leaves the key
+    values unread, as placeholders that can never be sent: a dry run needs key names, not secrets.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(source, ["(root): the config must be a mapping"])
     problems: list[str] = []
@@ -497,7 +517,12 @@ def build_config(
     if settings is not None:
         problems += _duplicate_token_problems(settings)
         problems += _shadowed_jwt_problems(settings)
-    keys = _resolve_keys(_as_dict(raw.get("keys")), base or Path.cwd(), os.environ if env is None else env)
+    raw_keys = _as_dict(raw.get("keys"))
+    keys = (
+        _resolve_keys(raw_keys, base or Path.cwd(), os.environ if env is None else env)
+        if resolve_keys
+        else {str(name): UpstreamKey.build(str(name), SecretStr("unresolved")) for name in raw_keys}
+    )
     problems += [p for p in keys.values() if isinstance(p, str)]
     jwks_files = _read_jwks_files(_as_list(raw.get("clients")), base or Path.cwd())
     problems += [p for p in jwks_files.values() if isinstance(p, str)]
@@ -599,9 +624,11 @@ def read_document(path: Path) -> object:
         raise ConfigError(str(path), [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path, env: Mapping[str, str] | None = None, *, resolve_keys: bool = True) -> Config:
     """Read, validate and freeze the config at ``path``."""
-    return build_config(read_document(path), source=str(path), base=path.parent, env=env)
+    return build_config(
+        read_document(path), source=str(path), base=path.parent, env=env, resolve_keys=resolve_keys
+    )
 
 
 def token_hash(token: str) -> str:

@@ -67,11 +67,12 @@ def read_credentials(rec: Recorded, content_type: str) -> list[tuple[str, str]]:
     for name, value in parse_qsl(rec.query, keep_blank_values=True):
         if name.lower() in ("key", "api_key"):
             found.append((f"query:{name.lower()}", value))
-    media = content_type.lower()
+    media = content_type.split(";", 1)[0].strip().lower()
     body = rec.body_head
-    if rec.raw_path.split("/")[1].lower() in FEED_PREFIXES:
+    prefix = rec.raw_path.split("/")[1].lower()
+    if prefix in FEED_PREFIXES and prefix not in ("endpoints", "upack"):
         return found  # feed endpoints take package content in bodies, never a key (proget-facts.md §4)
-    if "x-www-form-urlencoded" in media:
+    if media == "application/x-www-form-urlencoded":
         for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             if name.lower() in ("key", "api_key"):
                 found.append(("form:key", value))
@@ -275,6 +276,12 @@ async def sink(ex: Exchange) -> None:
     await ex.json(201, {"size": ex.rec.body_size})
 
 
+async def stall(ex: Exchange) -> None:
+    """Take no body at all for ``seconds`` (a ProGet that stopped reading an upload), then answer."""
+    await asyncio.sleep(float(_query(ex).get("seconds", "5")))
+    await ex.reply(200, b"stalled\n")
+
+
 async def download_slow(ex: Exchange) -> None:
     """Stream ``size`` bytes slowly; count the exchange as cancelled if the reader leaves."""
     size = int(_query(ex).get("size", "50000000"))
@@ -402,7 +409,7 @@ def _length(size: int) -> tuple[bytes, bytes]:
     return (b"content-length", str(size).encode())
 
 
-STREAMING_HANDLERS = frozenset({sink, download_slow})
+STREAMING_HANDLERS = frozenset({sink, download_slow, stall})
 _EXACT: dict[str, Handler] = {
     "/health": health,
     "/__standin/echo": echo,
@@ -410,6 +417,7 @@ _EXACT: dict[str, Handler] = {
     "/__standin/slow": slow,
     "/__standin/abort": abort,
     "/__standin/sink": sink,
+    "/__standin/stall": stall,
     "/__standin/download-slow": download_slow,
     "/api/management/feeds/list": feeds_list,
     "/v2/": docker_base,

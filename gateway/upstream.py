@@ -13,7 +13,8 @@ The read timeout is ours, not aiohttp's ``sock_read``: aiohttp 3.14 can leave a 
 armed on a pooled connection after a download whose reading was paused by backpressure, and the next
 request on that connection (a multi-GB upload, say) then times out mid-body. So ``sock_read`` is
 off and ``timeouts.read`` is enforced here: from the end of the request body to ProGet's response
-head, and between two chunks of ProGet's body.
+head, and between two chunks of ProGet's body; ``timeouts.write`` bounds how long ProGet may take to
+accept each chunk of an upload (aiohttp has no write timeout of its own).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from yarl import URL
 
 from gateway.errors import GatewayError, UpstreamAborted, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.rewrite import UpstreamRequest
-from gateway.settings import UpstreamSettings
+from gateway.settings import Timeouts, UpstreamSettings
 
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 CHUNK = 256 * 1024
@@ -36,8 +37,9 @@ CHUNK = 256 * 1024
 
 def _translate(exc: BaseException, *, started: bool) -> GatewayError:
     """aiohttp/asyncio failure → our error; after the response started every failure is an abort."""
-    if isinstance(exc, GatewayError):
-        return exc
+    ours = _our_error(exc)
+    if ours is not None:  # raised by our own body iterator inside aiohttp (a short or aborted upload)
+        return ours
     if started:
         return UpstreamAborted()
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -45,6 +47,14 @@ def _translate(exc: BaseException, *, started: bool) -> GatewayError:
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError | OSError):
         return UpstreamUnreachable()
     return UpstreamError("ProGet's answer could not be read.")
+
+
+def _our_error(exc: BaseException | None, depth: int = 5) -> GatewayError | None:
+    while exc is not None and depth > 0:
+        if isinstance(exc, GatewayError):
+            return exc
+        exc, depth = exc.__cause__ or exc.__context__, depth - 1
+    return None
 
 
 @dataclass(slots=True)
@@ -89,13 +99,20 @@ class UpstreamResponse:
             self._response.close()
 
 
-async def _then_start(
-    body: AsyncIterable[bytes], deadline: asyncio.Timeout, read: float
+async def _timed_body(
+    body: AsyncIterable[bytes], deadline: asyncio.Timeout, t: Timeouts
 ) -> AsyncIterator[bytes]:
-    """Relay the client's body; once it is all sent, give ProGet ``read`` seconds to answer."""
+    """Relay the client's body under ``timeouts.write``, then give ProGet ``timeouts.read`` to answer.
+
+    Each chunk must be taken by ProGet within ``write`` seconds (a stalled upstream is cut off);
+    waiting for the client's next chunk is not ProGet's time, so the clock stops meanwhile.
+    """
+    loop = asyncio.get_running_loop()
     async for chunk in body:
+        deadline.reschedule(loop.time() + t.write)
         yield chunk
-    deadline.reschedule(asyncio.get_running_loop().time() + read)
+        deadline.reschedule(None)
+    deadline.reschedule(loop.time() + t.read)
 
 
 class UpstreamClient:
@@ -138,12 +155,13 @@ class UpstreamClient:
         """Send the request (streaming ``body`` when the request carries no rewritten body)."""
         if self._session is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        read = self._settings.timeouts.read
+        timeouts = self._settings.timeouts
+        read = timeouts.read
         try:
             async with asyncio.timeout(None) as deadline:
                 data: bytes | AsyncIterable[bytes] | None = request.body
                 if data is None and body is not None:
-                    data = _then_start(body, deadline, read)  # the clock starts when the body is sent
+                    data = _timed_body(body, deadline, timeouts)
                 else:
                     deadline.reschedule(asyncio.get_running_loop().time() + read)
                 response = await self._session.request(

@@ -49,7 +49,18 @@ def base_config(upstream_url: str, port: int, admin_port: int) -> dict[str, Any]
                 "rules": [
                     {"methods": ["PUT", "POST"], "paths": ["/api/packages/internal/**"], "key": "push"},
                     {"native": ["Feeds_GetFeeds"], "key": "native"},
-                    {"paths": ["/__standin/**", "/api/**", "/nuget/**", "/npm/**", "/v2/**"], "key": "read"},
+                    {
+                        "paths": [
+                            "/__standin/**",
+                            "/api/**",
+                            "/nuget/**",
+                            "/npm/**",
+                            "/v2/**",
+                            "/endpoints/**",
+                            "/upack/**",
+                        ],
+                        "key": "read",
+                    },
                 ],
             },
             {
@@ -71,6 +82,11 @@ class Gateway:
     standin: Standin
     config_path: Path
     _lines_seen: int = field(default=0)
+
+    @property
+    def upstream_authority(self) -> str:
+        """host:port of the stand-in: the Host every forwarded request carries (no public_url set)."""
+        return str(yaml.safe_load(self.config_path.read_text())["upstream"]["url"]).removeprefix("http://")
 
     def audit_lines(self) -> list[dict[str, Any]]:
         """Every audit line written so far (waits briefly for the last one to be flushed)."""

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.canonical import FEED_PREFIXES, canonicalize
-from gateway.credentials import BodyKind, body_kind, find_credentials
+from gateway.credentials import SCANNED_FEED_TYPES, BodyKind, body_kind, find_credentials
 from gateway.errors import GatewayError
 from gateway.framing import check_head
 from gateway.policy import decide
@@ -132,7 +132,8 @@ def test_refused_or_clean(
     rec = records[0]
     # On feed endpoints a body is package content, not a key channel (ProGet reads none there), so it
     # passes as sent; everywhere else a key-bearing body must arrive without the client's token.
-    feed = rec.raw_path.split("/")[1].lower() in FEED_PREFIXES
+    prefix = rec.raw_path.split("/")[1].lower()
+    feed = prefix in FEED_PREFIXES and prefix not in SCANNED_FEED_TYPES
     blob = (
         rec.raw_path + rec.query + json.dumps(rec.headers) + ("" if feed else rec.body_head.decode("latin-1"))
     )

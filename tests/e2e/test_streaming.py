@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,21 +107,40 @@ def test_read_timeout_counts_from_the_end_of_the_upload(
         with httpx.Client(timeout=10) as client, client.stream("GET", url, headers=auth) as response:
             for _ in response.iter_raw(65536):
                 time.sleep(0.001)  # backpressure: the gateway pauses reading ProGet's body
-        big = tmp_path / "upload.bin"
-        with big.open("wb") as f:
-            f.truncate(GIB)
-        out = curl(
-            "-T",
-            str(big),
-            "-w",
-            "\n%{http_code}",
-            "--limit-rate",
-            "400M",
-            f"{gw.url}/api/packages/internal/upload",
+
+        def paced() -> Iterator[bytes]:  # 2 s of upload, twice the read timeout
+            for _ in range(40):
+                time.sleep(0.05)
+                yield b"u" * 1_000_000
+
+        upload = httpx.put(
+            f"{gw.url}/api/packages/internal/upload", headers=auth, content=paced(), timeout=20
         )
-        assert out.rsplit("\n", 1)[1] == "201", out
+        assert upload.status_code == 201, upload.text
         assert gw.last_audit()["duration_ms"] > 1500  # the upload outlasted the read timeout
         slow = httpx.get(f"{gw.url}/__standin/slow?seconds=3", headers=auth, timeout=10)
         assert slow.status_code == 504  # ...which still applies to ProGet's answer
+    finally:
+        stop(gw.process)
+
+
+def test_write_timeout_cuts_off_a_stalled_upstream(tmp_path: Path, standin_server: StandinServer) -> None:
+    """An upstream that stops taking an upload is cut off after ``timeouts.write``: 504, not a hang."""
+
+    def one_second_writes(config: dict[str, Any]) -> None:
+        config["upstream"]["timeouts"]["write"] = 1
+
+    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=one_second_writes)
+    try:
+        started = time.monotonic()
+        response = httpx.put(
+            f"{gw.url}/__standin/stall?seconds=8",
+            headers={"X-ApiKey": TOKEN_CI},
+            content=b"x" * 64_000_000,
+            timeout=20,
+        )
+        assert response.status_code == 504
+        assert response.headers["x-gateway-error"] == "upstream_timeout"
+        assert time.monotonic() - started < 6  # cut off by the 1 s write timeout, not by the stall's end
     finally:
         stop(gw.process)

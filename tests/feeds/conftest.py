@@ -37,6 +37,7 @@ def gateway_config(upstream: str, port: int, admin_port: int) -> dict[str, Any]:
     return {
         "upstream": {"url": upstream, "timeouts": {"connect": 5, "read": 120, "write": 120}},
         "listen": {"host": "127.0.0.1", "port": port},
+        "public_url": f"http://127.0.0.1:{port}",  # ProGet builds its links from it (Host, X-Forwarded-Host)
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "keys": {"feeds": {"env": "FEEDS_TEST_PROGET_KEY"}},
         "clients": [

@@ -85,7 +85,7 @@ def test_request_rewrite_strips_and_injects() -> None:
     assert req.headers == [
         ("content-type", "application/json"),
         ("x-keep", "yes"),
-        ("host", "gw.example:8080"),
+        ("host", "proget.internal:8624"),  # the upstream's authority, never the client's Host
         ("x-forwarded-for", "192.0.2.7"),
         ("x-forwarded-proto", "http"),
         ("x-forwarded-host", "gw.example:8080"),
@@ -186,3 +186,14 @@ def test_relative_and_foreign_locations_are_left_alone() -> None:
         (b"location", b"/v2/f/app/blobs/uploads/u1"),
         (b"content-location", b"https://cdn.example/x"),
     ]
+
+
+def test_public_url_names_the_origin_proget_links_to() -> None:
+    """Behind an ingress that is not a trusted proxy, ProGet must still build links to the public URL."""
+    config = build_config({**RAW, "public_url": "https://proget-gw.corp.example/"}, env={})
+    view = client_view("192.0.2.7", "http", HEAD, [], config)
+    t = Target("/nuget/internal/v3/index.json", b"", Route.FEED, None, "nuget", "internal")
+    req = rewrite_request("GET", t, [], HEAD, Credentials(token="t"), KEY, view, config, "rid")
+    sent = dict(req.headers)
+    assert sent["host"] == "proget-gw.corp.example"  # never the client's Host: see _gateway_headers
+    assert (sent["x-forwarded-proto"], sent["x-forwarded-host"]) == ("https", "proget-gw.corp.example")

@@ -1,0 +1,183 @@
+"""Regressions for attacks found by reviewing the running gateway; each one once reached ProGet."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.e2e.conftest import KEY_NATIVE, KEY_READ, TOKEN_CI, TOKEN_READER, Gateway
+from tests.e2e.rawhttp import request, send_raw
+
+STOLEN = "STOLEN-proget-key-0000"
+
+
+def connect(gateway: Gateway) -> socket.socket:
+    host, port = gateway.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_upgrade_offer_with_a_body_is_refused(gateway: Gateway) -> None:
+    """The parser ends an Upgrade request at its head: its body would become a second request on
+    ProGet's pooled connection (a blocked Native API call, keyless or with a stolen key)."""
+    smuggled = b"GET /api/json/Users_CreateOrUpdateUser HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n"
+    head = (
+        f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_READER}\r\n"
+        f"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+    )
+    response = send_raw(gateway.url, head.encode() + smuggled)
+    assert response.status == 400
+    assert response.header("x-gateway-error") == ["framing_invalid"]
+    time.sleep(0.2)
+    assert gateway.standin.requests == []
+
+
+def test_upgrade_offer_without_a_body_is_answered_over_http1(gateway: Gateway) -> None:
+    """curl (cargo) offers h2c on plain http: ignoring the offer is allowed, refusing it breaks them."""
+    response = request(
+        gateway.url,
+        "GET",
+        "/__standin/echo",
+        [
+            ("X-ApiKey", TOKEN_CI),
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ],
+    )
+    assert response.status == 200
+    (rec,) = gateway.standin.requests
+    assert rec.header("upgrade") == [] and rec.header("http2-settings") == []
+
+
+def test_host_is_never_the_clients(gateway: Gateway) -> None:
+    """Behind a load balancer that routes by Host, a client-chosen Host would send the key elsewhere."""
+    response = request(gateway.url, "GET", "/__standin/echo", [("X-ApiKey", TOKEN_CI)], b"")
+    assert response.status == 200
+    (rec,) = gateway.standin.requests
+    assert rec.header("host") == [gateway.upstream_authority]
+    gateway.standin.clear()
+    raw = f"GET /__standin/echo HTTP/1.1\r\nHost: wiki.internal\r\nX-ApiKey: {TOKEN_CI}\r\nConnection: close\r\n\r\n"
+    assert send_raw(gateway.url, raw.encode()).status == 200
+    (rec,) = gateway.standin.requests
+    assert rec.header("host") == [gateway.upstream_authority]
+    assert rec.header("x-forwarded-host") == ["wiki.internal"]  # information for ProGet's links only
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; x=x-www-form-urlencoded",
+        "Application/JSON ;charset=utf-8",
+        "application/vnd.x+json",
+    ],
+)
+def test_media_type_is_parsed_not_searched(gateway: Gateway, content_type: str) -> None:
+    body = f'{{"API_Key":"{STOLEN}","Feed_Id":1}}'.encode()
+    response = request(
+        gateway.url,
+        "POST",
+        "/api/json/Feeds_GetFeeds",
+        [("X-ApiKey", TOKEN_CI), ("Content-Type", content_type)],
+        body,
+    )
+    # The body carried a second, different credential: ambiguous, refused, never forwarded.
+    assert response.header("x-gateway-error") == ["credential_ambiguous"]
+    assert gateway.standin.requests == []
+
+
+def test_trailers_never_become_forwarded_headers(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(
+            f"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        time.sleep(0.3)
+        chunk = b"Feed_Id=1"
+        sock.sendall(
+            b"%x\r\n%s\r\n0\r\nContent-Type: application/json\r\nX-Original-URL: /x\r\n\r\n"
+            % (len(chunk), chunk)
+        )
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    (rec,) = gateway.standin.requests
+    assert rec.header("content-type") == ["application/x-www-form-urlencoded"]
+    assert rec.header("x-original-url") == []
+    assert rec.body_head == chunk
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"/api/json/Feeds_GetFeeds?%u006Bey={STOLEN}",
+        f"/api/json/Feeds_GetFeeds?API%u005FKey={STOLEN}",
+        f"/__standin/echo?a=1&k%ey={STOLEN}",
+    ],
+)
+def test_odd_escapes_in_parameter_names_are_refused(gateway: Gateway, target: str) -> None:
+    response = request(gateway.url, "GET", target, [("X-ApiKey", TOKEN_CI)])
+    assert response.header("x-gateway-error") == ["query_invalid"]
+    assert gateway.standin.requests == []
+
+
+def test_odd_escapes_in_form_names_are_refused(gateway: Gateway) -> None:
+    response = request(
+        gateway.url,
+        "POST",
+        "/api/json/Feeds_GetFeeds",
+        [("X-ApiKey", TOKEN_CI), ("Content-Type", "application/x-www-form-urlencoded")],
+        f"%u006Bey={STOLEN}".encode(),
+    )
+    assert response.header("x-gateway-error") == ["body_unparseable"]
+    assert gateway.standin.requests == []
+
+
+@pytest.mark.parametrize(
+    ("target", "content_type", "body", "forwarded"),
+    [
+        ("/endpoints/dir/metadata/file.txt", "application/json", b'{"API_Key":"%s","a":1}', b'{"a":1}'),
+        ("/endpoints/dir/dir/newdir", "application/x-www-form-urlencoded", b"key=%s&a=1", b"a=1"),
+        ("/upack/internal/import", "application/json", b'{"a":1,"API_Key":"%s"}', b'{"a":1}'),
+    ],
+)
+def test_asset_and_universal_apis_are_scanned(
+    gateway: Gateway, target: str, content_type: str, body: bytes, forwarded: bytes
+) -> None:
+    payload = body.replace(b"%s", TOKEN_CI.encode())
+    response = request(gateway.url, "POST", target, [("Content-Type", content_type)], payload)
+    assert response.status != 400, response.body
+    (rec,) = gateway.standin.requests
+    assert rec.body_head == forwarded
+    assert rec.header("x-apikey") == [KEY_READ]
+
+
+def test_query_values_never_reach_the_audit_line(gateway: Gateway) -> None:
+    response = request(
+        gateway.url, "GET", f"/__standin/echo?apikey={TOKEN_READER}&b", [("X-ApiKey", TOKEN_CI)]
+    )
+    assert response.status == 200
+    audit = gateway.last_audit(response.header("x-request-id")[0])
+    assert audit["path"] == "/__standin/echo?apikey=…&b"
+    assert TOKEN_READER not in gateway.log_path.read_text()
+
+
+def test_a_body_shorter_than_declared_never_reaches_proget_as_complete(gateway: Gateway) -> None:
+    """A client that stops sending mid-body: ProGet's connection is dropped, not left waiting for bytes
+    that the next request would supply."""
+    with connect(gateway) as sock:
+        sock.sendall(
+            f"PUT /api/packages/internal/upload HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
+            "Content-Length: 1000000\r\n\r\n".encode()
+            + b"x" * 1000
+        )
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while not gateway.audit_lines() or gateway.last_audit()["method"] != "PUT":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert gateway.last_audit()["reason"] == "client_aborted"
+    for rec in gateway.standin.requests:
+        assert rec.body_size < 1000000
+    assert KEY_NATIVE not in gateway.log_path.read_text()
