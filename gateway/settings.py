@@ -481,13 +481,25 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _duplicate_token_problems(settings: Settings) -> list[str]:
+def _valid_clients(raw: dict[str, Any]) -> list[tuple[int, ClientSettings]]:
+    """Each client entry that is valid on its own, with its index: checks across clients then run even
+    when another part of the file is wrong, so one run reports every problem."""
+    valid = []
+    for i, entry in enumerate(_as_list(raw.get("clients"))):
+        try:
+            valid.append((i, ClientSettings.model_validate(entry)))
+        except ValidationError:
+            continue  # pass 1 reported it
+    return valid
+
+
+def _duplicate_token_problems(clients: list[tuple[int, ClientSettings]]) -> list[str]:
     owners: dict[str, str] = {}
     problems = []
-    for client in settings.clients:
+    for i, client in clients:
         for t in client.tokens:
             if t in owners and owners[t] != client.name:
-                problems.append(f"clients.{client.name}.tokens: a token hash is also used by {owners[t]!r}")
+                problems.append(f"clients[{i}].tokens: a token hash is also used by {owners[t]!r}")
             owners.setdefault(t, client.name)
     return problems
 
@@ -514,9 +526,9 @@ def build_config(
     except ValidationError as exc:
         problems += _pydantic_problems(exc)
     problems += _cross_check(raw)
-    if settings is not None:
-        problems += _duplicate_token_problems(settings)
-        problems += _shadowed_jwt_problems(settings)
+    clients = _valid_clients(raw)
+    problems += _duplicate_token_problems(clients)
+    problems += _shadowed_jwt_problems(clients)
     raw_keys = _as_dict(raw.get("keys"))
     keys = (
         _resolve_keys(raw_keys, base or Path.cwd(), os.environ if env is None else env)
@@ -565,10 +577,10 @@ def _covers(first: JwtSettings, later: JwtSettings) -> bool:
     return all(name in wanted_later and wanted_later[name] <= v for name, v in first.wanted().items())
 
 
-def _shadowed_jwt_problems(settings: Settings) -> list[str]:
+def _shadowed_jwt_problems(clients: list[tuple[int, ClientSettings]]) -> list[str]:
     """A jwt entry that can never match, because an earlier client takes every token it accepts."""
     problems = []
-    indexed = [(i, c.name, c.jwt) for i, c in enumerate(settings.clients) if c.jwt is not None]
+    indexed = [(i, c.name, c.jwt) for i, c in clients if c.jwt is not None]
     for n, (j, _, later) in enumerate(indexed):
         for i, name, first in indexed[:n]:
             if _covers(first, later):

@@ -132,3 +132,24 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems[0].startswith("line ")
+
+
+def test_cross_client_problems_come_in_the_same_run_as_the_others() -> None:
+    raw = copy.deepcopy(GOOD)
+    raw["bogus"] = 1
+    raw["trusted_proxies"] = ["10.0.0.0/33"]
+    raw["clients"].append({"name": "other", "tokens": [HASH], "rules": [{"key": "read"}]})
+    assert problems(raw) == [
+        "trusted_proxies[0]: value is not a valid IPv4 or IPv6 network",
+        "bogus: Extra inputs are not permitted",
+        "clients[2].tokens: a token hash is also used by 'ci'",
+    ]
+
+
+def test_names_are_matched_whole() -> None:
+    raw = copy.deepcopy(GOOD)
+    raw["clients"][0]["name"] = "bad client!"
+    raw["keys"]["-x"] = {"value": "k"}
+    found = problems(raw)
+    assert any(p.startswith("clients[0].name: String should match pattern") for p in found)
+    assert any(p.startswith("keys.-x: String should match pattern") for p in found)
