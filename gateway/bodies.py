@@ -12,15 +12,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.audit import Flow
-from gateway.errors import BodyTooLarge, ClientAborted, FramingInvalid
+from gateway.errors import BodyTooLarge, ClientAborted, FramingInvalid, RequestTimeout
 from gateway.framing import Head
 from gateway.types import Receive
 
 
-async def read_capped(receive: Receive, head: Head, cap: int, flow: Flow) -> bytes:
-    """Read the whole body, refusing (413) as soon as it is known to exceed ``cap``."""
+async def read_capped(receive: Receive, head: Head, cap: int, flow: Flow, within: float) -> bytes:
+    """Read the whole body, refusing (413) as soon as it is known to exceed ``cap`` and (408) if it
+    takes longer than ``within`` seconds: held bodies cost memory, so a slow sender must not keep one."""
     if head.content_length is not None and head.content_length > cap:
         raise BodyTooLarge(f"Bodies this gateway inspects are limited to {cap} bytes.")
+    try:
+        async with asyncio.timeout(within):
+            return await _read_all(receive, cap, flow)
+    except TimeoutError:
+        raise RequestTimeout("The request body did not arrive in time.") from None
+
+
+async def _read_all(receive: Receive, cap: int, flow: Flow) -> bytes:
     buf = bytearray()
     more = True
     while more:

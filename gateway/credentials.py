@@ -63,8 +63,13 @@ SCANNED_FEED_TYPES = frozenset({"endpoints", "upack"})
 
 
 def media_type(content_type: bytes | None) -> bytes:
-    """The media type alone, as .NET's MediaTypeHeaderValue reads it: before any ``;``, trimmed, lowercase."""
-    return (content_type or b"").split(b";", 1)[0].strip().lower()
+    """The media type alone, read as leniently as any ProGet host reads it: before any ``;``, every
+    space and tab removed (ASP.NET Core trims around the ``/``), lowercase. A list of types is refused:
+    System.Web would take the first, others the whole value."""
+    value = content_type or b""
+    if b"," in value:
+        raise ContentTypeNotAllowed("Content-Type must name one media type.")
+    return b"".join(value.split(b";", 1)[0].split()).lower()
 
 
 def body_kind(target: Target, head: Head) -> BodyKind:
@@ -80,12 +85,11 @@ def body_kind(target: Target, head: Head) -> BodyKind:
         return BodyKind.STREAM
     media = media_type(head.content_type)
     if media.startswith(b"multipart/"):
-        if feed:
-            return BodyKind.STREAM  # package and file uploads
-        raise ContentTypeNotAllowed("multipart bodies are accepted only on feed endpoints.")
+        # Form fields of a multipart body are read like a form's: only package feeds may stream one.
+        raise ContentTypeNotAllowed("multipart bodies are accepted only on package feed endpoints.")
     kind = (
         BodyKind.FORM
-        if media == b"application/x-www-form-urlencoded"
+        if media.startswith(b"application/x-www-form-urlencoded")  # System.Web tests a prefix
         else BodyKind.JSON
         if b"json" in media
         else None

@@ -156,6 +156,12 @@ class MethodNotAllowed(GatewayError):
         return [(b"allow", self.ALLOWED)]
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+    default_detail = "The request head or the inspected body did not arrive in time."
+
+
 class BodyTooLarge(GatewayError):
     status = 413
     code = "body_too_large"

@@ -112,7 +112,11 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     kind = body_kind(target, head)
     body = None
     if kind is not BodyKind.STREAM and head.has_body:
-        body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow)
+        # A credential in the head is checked before a body is held: strangers cannot make us buffer.
+        early = find_credentials(headers, target, None, BodyKind.STREAM, limits)
+        if early.token is not None:
+            await identify(early, config, runtime.jwt)
+        body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout)
     credentials = find_credentials(headers, target, body, kind, limits)
     flow.credential_source = ",".join(credentials.sources) or "none"
     if credentials.query:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from gateway.canonical import Route, Target
 from gateway.credentials import Credentials, is_credential_header
@@ -37,7 +37,16 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
+METHOD_OVERRIDES = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-method",
+        b"x-original-url",  # IIS URL Rewrite and some frameworks route by these: never client-chosen
+        b"x-rewrite-url",
+    }
+)
 SET_BY_GATEWAY = frozenset(
     {
         b"host",
@@ -228,7 +237,7 @@ def rewrite_response_headers(
         n = name.lower()
         if n in HOP_BY_HOP or n in named or n in (b"set-cookie", b"www-authenticate"):
             continue
-        if key.x_apikey in value or key.basic[6:] in value:
+        if _echoes_key(value, key):
             continue
         if n in (b"location", b"content-location"):
             value = _rebase(value, upstream_origin, public_origin)
@@ -236,6 +245,12 @@ def rewrite_response_headers(
     if status == 401:
         out.append(CHALLENGE)
     return out
+
+
+def _echoes_key(value: bytes, key: UpstreamKey) -> bool:
+    """The key in any spelling a header could carry it: as is, in any case, base64, percent-encoded."""
+    forms = (value.lower(), unquote_to_bytes(value).lower())
+    return any(echo in form for form in forms for echo in key.echoes)
 
 
 def _rebase(value: bytes, upstream_origin: str, public_origin: str) -> bytes:

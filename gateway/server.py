@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway import __version__, audit, metrics
 from gateway.app import ProxyApp, admin_app
 from gateway.audit import Flow
-from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, TargetTooLong
+from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, RequestTimeout, TargetTooLong
 from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
 from gateway.responses import error_response_bytes
 from gateway.settings import Config, Limits
@@ -45,14 +45,43 @@ def _upgrade_with_body(headers: list[tuple[bytes, bytes]]) -> bool:
 def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
     """A protocol class bound to this config's limits (uvicorn instantiates it per connection)."""
 
+    head_budget = limits.max_target_bytes + limits.max_header_bytes + 1024  # + request line and CRLFs
+
     class GatewayProtocol(HttpToolsProtocol):
         _bytes = 0
         _head_done = False
+        _head_fed = 0  # bytes fed while the head is unfinished: httptools buffers a whole header value
+        _head_timer: asyncio.TimerHandle | None = None  # before on_header sees it, so we count here
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_head_clock()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_clock()
+            super().connection_lost(exc)
+
+        def _start_head_clock(self) -> None:
+            self._stop_head_clock()
+            self._head_fed = 0
+            self._head_timer = self.loop.call_later(limits.head_timeout, self._head_too_slow)
+
+        def _stop_head_clock(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if not self._head_done:
+                self._refuse(RequestTimeout("The request head did not arrive in time."))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._bytes = 0
             self._head_done = False
+            if self._head_timer is None:
+                self._start_head_clock()
 
         def on_url(self, url: bytes) -> None:
             super().on_url(url)
@@ -69,6 +98,7 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._head_done = True
+            self._stop_head_clock()
             if _upgrade_with_body(self.headers):
                 # The parser treats an Upgrade request as ending at its head: its body would reach
                 # ProGet's pooled connection as the start of another request (smuggling).
@@ -80,8 +110,18 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
                 # the connection would have its next request read as that body. Close after answering.
                 self.cycle.keep_alive = False
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._start_head_clock()  # the next request's head, on a kept-alive connection
+
         def data_received(self, data: bytes) -> None:
             self._unset_keepalive_if_required()
+            if not self._head_done:  # a head spread over more reads than its budget allows
+                if self._head_fed > head_budget:
+                    self._refuse(HeadersTooLarge())
+                    return
+                self._head_fed += len(data)
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserCallbackError as exc:
@@ -158,7 +198,9 @@ def build_servers(config: Config) -> tuple[uvicorn.Server, uvicorn.Server]:
         )
     )
     admin_server = _Server(
-        _uvicorn_config(admin_app(proxy), s.admin.host, s.admin.port, http="httptools", lifespan="off")
+        _uvicorn_config(
+            admin_app(proxy), s.admin.host, s.admin.port, http=protocol_for(s.limits), lifespan="off"
+        )
     )
     return proxy_server, admin_server
 

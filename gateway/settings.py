@@ -297,6 +297,8 @@ class Limits(_Strict):
     max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
     max_query_params: int = Field(default=256, ge=1, le=10000)
     max_form_params: int = Field(default=1024, ge=1, le=100000)
+    head_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds to send a request head
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds to send a body the gateway inspects
 
 
 class Settings(_Strict):
@@ -421,12 +423,20 @@ class UpstreamKey:
     secret: SecretStr = field(repr=False)
     x_apikey: bytes = field(repr=False)
     basic: bytes = field(repr=False)
+    echoes: tuple[bytes, ...] = field(repr=False)  # lowercased spellings of the key a response may echo
 
     @classmethod
     def build(cls, name: str, secret: SecretStr) -> UpstreamKey:
         raw = secret.get_secret_value()
-        basic = b"Basic " + b64encode(f"api:{raw}".encode())
-        return cls(name=name, secret=secret, x_apikey=raw.encode("ascii"), basic=basic)
+        token = b64encode(f"api:{raw}".encode())
+        echoes = (raw.encode("ascii"), b64encode(raw.encode("ascii")), token)
+        return cls(
+            name=name,
+            secret=secret,
+            x_apikey=raw.encode("ascii"),
+            basic=b"Basic " + token,
+            echoes=tuple(e.lower() for e in echoes),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,8 +233,14 @@ async def echo(ex: Exchange) -> None:
 
 async def echo_key(ex: Exchange) -> None:
     """A misbehaving upstream that repeats the key in a response header."""
-    key = next((v for _, v in ex.rec.credentials), "")
-    await ex.reply(200, b"ok\n", [(b"x-echo", key.encode()), (b"x-other", b"fine")])
+    key = next((v for _, v in ex.rec.credentials), "").encode()
+    echoes = [
+        (b"x-echo", key),
+        (b"x-echo-upper", key.upper()),
+        (b"x-echo-b64", base64.b64encode(key)),
+        (b"x-echo-pct", b"".join(b"%%%02X" % c for c in key)),
+    ]
+    await ex.reply(200, b"ok\n", [*echoes, (b"x-other", b"fine")])
 
 
 async def status(ex: Exchange) -> None:

@@ -104,7 +104,7 @@ def _b64json(part: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import KEY_NATIVE, KEY_READ, TOKEN_CI, TOKEN_READER, Gateway
+from gateway.standin import StandinServer
+from tests.e2e.conftest import KEY_NATIVE, KEY_READ, TOKEN_CI, TOKEN_READER, Gateway, start_gateway
 from tests.e2e.rawhttp import request, send_raw
+from tests.processes import stop
 
 STOLEN = "STOLEN-proget-key-0000"
 
@@ -181,3 +187,135 @@ def test_a_body_shorter_than_declared_never_reaches_proget_as_complete(gateway: 
     for rec in gateway.standin.requests:
         assert rec.body_size < 1000000
     assert KEY_NATIVE not in gateway.log_path.read_text()
+
+
+# --- second review -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "code"),
+    [
+        ("application /x-www-form-urlencoded", "credential_ambiguous"),  # ASP.NET Core trims around '/'
+        ("application\t/\tx-www-form-urlencoded", "credential_ambiguous"),
+        ("application/x-www-form-urlencodedX", "credential_ambiguous"),  # System.Web tests a prefix
+        ("application/x-www-form-urlencoded, text/plain", "content_type_not_allowed"),
+    ],
+)
+def test_form_media_type_is_read_as_leniently_as_proget(
+    gateway: Gateway, content_type: str, code: str
+) -> None:
+    response = request(
+        gateway.url,
+        "POST",
+        "/api/management/feeds/list",
+        [("X-ApiKey", TOKEN_CI), ("Content-Type", content_type)],
+        f"key={STOLEN}&a=1".encode(),
+    )
+    assert response.header("x-gateway-error") == [code]
+    assert gateway.standin.requests == []
+
+
+@pytest.mark.parametrize("target", ["/endpoints/dir/content/x", "/upack/internal/upload", "/api/x"])
+def test_multipart_is_refused_where_form_fields_carry_keys(gateway: Gateway, target: str) -> None:
+    body = b'--b\r\nContent-Disposition: form-data; name="key"\r\n\r\n' + STOLEN.encode() + b"\r\n--b--\r\n"
+    response = request(
+        gateway.url,
+        "POST",
+        target,
+        [("X-ApiKey", TOKEN_CI), ("Content-Type", "multipart/form-data; boundary=b")],
+        body,
+    )
+    assert response.header("x-gateway-error") == ["content_type_not_allowed"]
+    assert gateway.standin.requests == []
+
+
+def test_an_endless_header_value_is_refused_before_it_is_held(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-Pad: ")
+        reply = b""
+        try:
+            for _ in range(64):  # up to 4 MiB, never ending the line
+                sock.sendall(b"a" * 65536)
+        except OSError:
+            pass  # the gateway closed the connection: what we want
+        sock.settimeout(5)
+        try:
+            reply = sock.recv(65536)
+        except OSError:
+            reply = b""
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
+    assert gateway.standin.requests == []
+
+
+def test_url_override_headers_are_never_forwarded(gateway: Gateway) -> None:
+    headers = [
+        ("X-ApiKey", TOKEN_CI),
+        ("X-Original-URL", "/api/json/Users_DeleteUser"),
+        ("X-Rewrite-URL", "/x"),
+    ]
+    headers.append(("X-Original-Method", "DELETE"))
+    assert request(gateway.url, "GET", "/__standin/echo", headers).status == 200
+    (rec,) = gateway.standin.requests
+    assert {n for n, _ in rec.headers} & {"x-original-url", "x-rewrite-url", "x-original-method"} == set()
+
+
+def test_a_deeply_nested_jwt_shaped_credential_is_a_clean_401(gateway: Gateway) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).rstrip(b"=").decode()
+    response = request(gateway.url, "GET", "/__standin/echo", [("X-ApiKey", f"{nested}.e30.x")])
+    assert response.status == 401
+    assert "Traceback" not in gateway.log_path.read_text()
+
+
+@pytest.fixture
+def strict_gateway(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway]:
+    """A gateway with one-second head and body deadlines."""
+
+    def deadlines(config: dict[str, Any]) -> None:
+        config["limits"].update(head_timeout=1, body_timeout=1)
+
+    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=deadlines)
+    standin_server.standin.clear()
+    try:
+        yield gw
+    finally:
+        stop(gw.process)
+
+
+def test_a_slow_head_is_cut_off(strict_gateway: Gateway) -> None:
+    with connect(strict_gateway) as sock:
+        sock.sendall(b"GET /__standin/echo HTTP/1.1\r\nHost: h\r\n")
+        sock.settimeout(5)
+        started = time.monotonic()
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert time.monotonic() - started < 4
+
+
+def test_an_idle_connection_is_cut_off(strict_gateway: Gateway) -> None:
+    with connect(strict_gateway) as sock:
+        sock.settimeout(5)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+
+
+def test_a_slow_inspected_body_is_cut_off(strict_gateway: Gateway) -> None:
+    with connect(strict_gateway) as sock:
+        sock.sendall(
+            f"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+        )
+        sock.settimeout(5)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert strict_gateway.standin.requests == []
+
+
+def test_a_stranger_is_refused_before_its_body_is_read(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(
+            b"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: pgw_stranger\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"
+        )
+        sock.settimeout(5)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:100]

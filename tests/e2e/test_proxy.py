@@ -382,7 +382,7 @@ def test_hop_by_hop_overrides_and_forwarding_headers(gateway: Gateway) -> None:
 def test_response_never_echoes_the_key(gateway: Gateway, client: httpx.Client) -> None:
     response = client.get("/__standin/echo-key", headers={"X-ApiKey": TOKEN_CI})
     assert response.status_code == 200
-    assert "x-echo" not in response.headers
+    assert not [name for name in response.headers if name.startswith("x-echo")]  # any spelling of it
     assert response.headers["x-other"] == "fine"
 
 
