@@ -13,6 +13,7 @@ the gateway.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -196,7 +197,7 @@ def _gateway_headers(view: ClientView, request_id: str, config: Config) -> list[
     links to the gateway), else the upstream's own. X-Forwarded-Proto/Host name the public origin."""
     proto, _, public_host = view.public_origin.partition("://")
     settings = config.settings
-    host = public_host if settings.public_url else urlsplit(settings.upstream.url).netloc
+    host = public_host if settings.public_url else _authority(settings.upstream.url)
     return [
         ("host", host),
         ("x-forwarded-for", view.forwarded_for),
@@ -245,6 +246,12 @@ def rewrite_response_headers(
     if status == 401:
         out.append(CHALLENGE)
     return out
+
+
+@functools.cache
+def _authority(url: str) -> str:
+    """host[:port] of the configured upstream (one config per process: computed once)."""
+    return urlsplit(url).netloc
 
 
 def _echoes_key(value: bytes, key: UpstreamKey) -> bool:
