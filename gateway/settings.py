@@ -45,8 +45,7 @@ Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _TOKEN_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 _NATIVE_NAME = re.compile(r"[A-Za-z0-9_]+")
-_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # client and key names: audit lines, metric labels
 _FEED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 _GLOB_SEGMENT = re.compile(r"(\*\*|[A-Za-z0-9._~!$&'()+,;=:@%*-]*)")
 _KEY_VALUE = re.compile(r"[\x21-\x7e]+")
@@ -99,7 +98,7 @@ Glob = Annotated[str, AfterValidator(_check_glob)]
 TokenHash = Annotated[str, AfterValidator(_check_token_hash)]
 NativeName = Annotated[str, AfterValidator(_check_native_name)]
 FeedName = Annotated[str, AfterValidator(_check_feed_name)]
-Name = Annotated[str, Field(pattern=rf"^{_CLIENT_NAME.pattern}$")]  # pydantic searches: anchor it
+Name = Annotated[str, Field(pattern=rf"^{_NAME.pattern}$")]  # pydantic searches: anchor it
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -307,7 +306,7 @@ class Settings(_Strict):
     listen: Listen = Listen()
     admin: AdminListen = AdminListen()
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
-    keys: dict[Annotated[str, Field(pattern=rf"^{_KEY_NAME.pattern}$")], KeySource]
+    keys: dict[Name, KeySource]
     native_api: NativeApi = NativeApi()
     clients: tuple[ClientSettings, ...] = Field(min_length=1)
     limits: Limits = Limits()

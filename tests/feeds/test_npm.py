@@ -90,15 +90,21 @@ def test_packument_tarball_urls_point_at_the_gateway(published: Path, gateway: F
     assert tarball.startswith(f"{gateway.url}/npm/{FEED}/@proxytest/feeds-scoped/-/"), tarball
 
 
-@pytest.mark.parametrize("style", ["token", "basic"])
-def test_install_scoped_package_and_its_dependency(
-    style: str, published: Path, front: Front, gateway: FeedGateway, tmp_path: Path
-) -> None:
+def consumer_project(tmp_path: Path) -> Path:
+    """An empty private npm project to install into."""
     consumer = tmp_path / "consumer"
     consumer.mkdir()
     (consumer / "package.json").write_text(
         json.dumps({"name": "consumer", "version": "0.0.0", "private": True})
     )
+    return consumer
+
+
+@pytest.mark.parametrize("style", ["token", "basic"])
+def test_install_scoped_package_and_its_dependency(
+    style: str, published: Path, front: Front, gateway: FeedGateway, tmp_path: Path
+) -> None:
+    consumer = consumer_project(tmp_path)
     mark = front.mark()
     tools.ok(
         npm(
@@ -122,11 +128,7 @@ def test_install_scoped_package_and_its_dependency(
 def test_a_token_without_a_rule_for_the_feed_is_refused_and_never_forwarded(
     style: str, published: Path, front: Front, gateway: FeedGateway, tmp_path: Path
 ) -> None:
-    consumer = tmp_path / "consumer"
-    consumer.mkdir()
-    (consumer / "package.json").write_text(
-        json.dumps({"name": "consumer", "version": "0.0.0", "private": True})
-    )
+    consumer = consumer_project(tmp_path)
     rc = npmrc(tmp_path / "rc", gateway, TOKEN_OUTSIDER, style)
     gw_mark, mark = gateway.mark(), front.mark()
     tools.failed(npm(["install", f"{SCOPED}@1.0.0"], rc, consumer, tmp_path))
