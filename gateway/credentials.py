@@ -21,6 +21,7 @@ from enum import Enum
 from gateway.canonical import Route, Target
 from gateway.errors import ContentTypeNotAllowed, CredentialAmbiguous, CredentialMalformed
 from gateway.framing import Head
+from gateway.media import MediaKind, classify
 from gateway.payloads import scan_form, scan_json, scan_query
 from gateway.settings import Limits
 
@@ -62,14 +63,7 @@ def is_credential_header(name: bytes) -> bool:
 SCANNED_FEED_TYPES = frozenset({"endpoints", "upack"})
 
 
-def media_type(content_type: bytes | None) -> bytes:
-    """The media type alone, read as leniently as any ProGet host reads it: before any ``;``, every
-    space and tab removed (ASP.NET Core trims around the ``/``), lowercase. A list of types is refused:
-    System.Web would take the first, others the whole value."""
-    value = content_type or b""
-    if b"," in value:
-        raise ContentTypeNotAllowed("Content-Type must name one media type.")
-    return b"".join(value.split(b";", 1)[0].split()).lower()
+_INSPECTED = {MediaKind.FORM: BodyKind.FORM, MediaKind.JSON: BodyKind.JSON}
 
 
 def body_kind(target: Target, head: Head) -> BodyKind:
@@ -78,22 +72,17 @@ def body_kind(target: Target, head: Head) -> BodyKind:
     ProGet reads keys from form and JSON bodies on its HTTP API; feed endpoints do not, and their
     bodies (npm publishes, NuGet pushes) are large, so they stream. Anything on a non-feed route that
     could hold a key but cannot be inspected (multipart, compressed) is refused rather than forwarded.
-    The media type is parsed, never searched: ``application/json; x=x-www-form-urlencoded`` is JSON.
+    The media type is classified by :func:`gateway.media.classify` (a type two readers would read
+    differently is refused there): ``application/json; x=x-www-form-urlencoded`` is JSON.
     """
     feed = target.route is Route.FEED
     if feed and target.feed_type not in SCANNED_FEED_TYPES:
         return BodyKind.STREAM
-    media = media_type(head.content_type)
-    if media.startswith(b"multipart/"):
+    media = classify(head.content_type)
+    if media is MediaKind.MULTIPART:
         # Form fields of a multipart body are read like a form's: only package feeds may stream one.
         raise ContentTypeNotAllowed("multipart bodies are accepted only on package feed endpoints.")
-    kind = (
-        BodyKind.FORM
-        if media.startswith(b"application/x-www-form-urlencoded")  # System.Web tests a prefix
-        else BodyKind.JSON
-        if b"json" in media
-        else None
-    )
+    kind = _INSPECTED.get(media)
     if kind is None:
         if target.route is Route.NATIVE and head.has_body:
             # The Native API reads parameters (and API_Key) from whatever body it gets: only bodies we

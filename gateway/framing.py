@@ -14,6 +14,11 @@ from gateway.errors import FramingInvalid, HeaderInvalid, HeadersTooLarge, HostI
 from gateway.settings import HTTP_METHODS, Limits
 
 _METHODS = frozenset(HTTP_METHODS)
+# Headers the gateway's decision rests on (framing, body kind, Host). Naming one in Connection makes it
+# hop-by-hop: it would be dropped on the way to ProGet, which would then read the request differently.
+DECISION_HEADERS = frozenset(
+    {b"content-type", b"content-length", b"transfer-encoding", b"host", b"content-encoding"}
+)
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _HOST = re.compile(
     rb"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
@@ -40,6 +45,7 @@ def check_head(method: str, headers: list[tuple[bytes, bytes]], limits: Limits) 
     if method not in _METHODS:
         raise MethodNotAllowed(f"Method {method[:16]!r} is not accepted.")
     _check_budget(headers, limits)
+    _check_connection(headers)
     single: dict[bytes, bytes] = {}
     seen_te = False
     for name, value in headers:
@@ -68,6 +74,16 @@ def _check_budget(headers: list[tuple[bytes, bytes]], limits: Limits) -> None:
         raise HeadersTooLarge(f"More than {limits.max_header_count} headers.")
     if sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_header_bytes:
         raise HeadersTooLarge(f"Headers larger than {limits.max_header_bytes} bytes.")
+
+
+def _check_connection(headers: list[tuple[bytes, bytes]]) -> None:
+    for name, value in headers:
+        if name.lower() != b"connection":
+            continue
+        named = {token.strip().lower() for token in value.split(b",")} & DECISION_HEADERS
+        if named:
+            listed = ", ".join(sorted(n.decode() for n in named))
+            raise HeaderInvalid(f"Connection names {listed}, which the gateway must forward as checked.")
 
 
 def _repeated(name: bytes) -> FramingInvalid | HostInvalid | HeaderInvalid:

@@ -6,22 +6,37 @@ input with exactly those fields removed; every other byte is kept as sent, so th
 means what the client meant (field order, spacing, number spellings, escapes).
 
 A field we cannot read the way ProGet would (broken JSON, a non-ASCII form) is refused, never
-forwarded as is: if we cannot see a key, we cannot promise it is gone.
+forwarded as is: if we cannot see a key, we cannot promise it is gone. So is a name that is a key
+name in another spelling (`` key``, ``key[]``, ``apikey``, full-width ``API_Key``) and, in JSON, a
+key name anywhere but as a member of the root object: some binder could read either as the key, and
+guessing which would decide whether a client's own key reaches ProGet (:func:`classify_name`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
+from enum import Enum
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from gateway.errors import BodyUnparseable, CredentialMalformed, QueryInvalid, TooManyParameters
+from gateway.errors import (
+    BodyUnparseable,
+    CredentialAmbiguous,
+    CredentialMalformed,
+    QueryInvalid,
+    TooManyParameters,
+)
 
-QUERY_NAMES: Final = ("key", "api_key")
-JSON_NAME: Final = "api_key"
+QUERY_NAMES: Final = ("key", "api_key")  # what ProGet reads from a query or a form
+JSON_NAMES: Final = ("api_key",)  # what ProGet reads from the JSON root object
+# Every credential name, folded (see _folded): ProGet's ``key`` and ``API_Key``, and ``apikey``, which
+# a binder ignoring separators, or a camelCase/snake_case naming policy, would read as ``API_Key``.
+CREDENTIAL_NAMES: Final = frozenset({"key", "apikey"})
+_INDEX: Final = re.compile(r"\[[^\]]*\]")  # key[], key[0], key[x], [0].key
 _WS: Final = " \t\r\n"
 _ODD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
@@ -46,6 +61,39 @@ def names_match(name: str, canonical: str) -> bool:
         or name.lower() == canonical.lower()
         or name.casefold() == canonical.casefold()
     )
+
+
+class NameClass(Enum):
+    EXACT = "exact"  # a spelling ProGet reads: the value is a credential, cut out
+    AMBIGUOUS = "ambiguous"  # a credential name in another spelling: refused
+    UNRELATED = "unrelated"
+
+
+def classify_name(name: str, exact: tuple[str, ...]) -> NameClass:
+    """Is ``name`` one of the ``exact`` spellings ProGet reads, another spelling of a credential
+    name, or unrelated? The one decision used for query, form and JSON names."""
+    if any(names_match(name, canonical) for canonical in exact):
+        return NameClass.EXACT
+    return NameClass.AMBIGUOUS if is_credential_name(name) else NameClass.UNRELATED
+
+
+def is_credential_name(name: str) -> bool:
+    """``name`` equals a credential name after Unicode compatibility folding (NFKC), case folding
+    (.NET's upper-casing too), removing index suffixes and every character that is not a letter or
+    digit (whitespace, ``_ - .``, invisible format characters), or taking its last dotted segment
+    (a model binder's ``prefix.key``)."""
+    return not CREDENTIAL_NAMES.isdisjoint(_folded(name))
+
+
+def _folded(name: str) -> set[str]:
+    text = unicodedata.normalize("NFKC", name)
+    text = unicodedata.normalize("NFKC", text.upper().casefold())
+    text = _INDEX.sub("", text)
+    return {_letters(text), _letters(text.rpartition(".")[2])}
+
+
+def _letters(text: str) -> str:
+    return "".join(c for c in text if c.isalnum())
 
 
 def scan_query(query: bytes, *, max_params: int = 256) -> Scan:
@@ -75,10 +123,13 @@ def _scan_pairs(data: bytes, where: str, max_params: int) -> Scan:
                 f"A {where} parameter name uses %u or a '%' that is not a %XX escape."
             )
         name = _form_decode(raw_name)
-        canonical = next((c for c in QUERY_NAMES if names_match(name, c)), None)
-        if canonical is None:
+        kind = classify_name(name, QUERY_NAMES)
+        if kind is NameClass.AMBIGUOUS:
+            raise CredentialAmbiguous(f"A {where} parameter is a credential name in another spelling.")
+        if kind is NameClass.UNRELATED:
             kept.append(piece)
             continue
+        canonical = next(c for c in QUERY_NAMES if names_match(name, c))
         found.append((f"{where}:{canonical}", _credential_value(_form_decode(raw_value), where)))
     stripped = data if not found else b"&".join(kept)
     return Scan(tuple(found), stripped)
@@ -99,18 +150,32 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+class _Object(list[tuple[str, object]]):
+    """A JSON object as its members in order, duplicates kept (a dict would hide one)."""
+
+
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True)
+_PAIRS: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True, object_pairs_hook=_Object)
 
 
 def scan_json(body: bytes) -> Scan:
-    """The root object's ``API_Key`` members; every other byte of the document kept."""
+    """The root object's ``API_Key`` members; every other byte of the document kept.
+
+    A credential name in any other spelling at the root, or in any spelling anywhere else (nested
+    objects, arrays, under a non-object root), is refused: binders differ in what they read there.
+    """
     text = _strict_text(body)
     try:
-        _DECODER.decode(text)  # the whole document must be valid before we trust our walk of it
+        # the whole document must be valid before we trust our walk of it
+        _check_names(_PAIRS.decode(text))
         members, close = _root_members(text)
     except (ValueError, RecursionError):
         raise BodyUnparseable("The JSON body is not valid JSON.") from None
-    found = [(i, _json_value(text, m)) for i, m in enumerate(members) if names_match(m.name, JSON_NAME)]
+    found = [
+        (i, _json_value(text, m))
+        for i, m in enumerate(members)
+        if classify_name(m.name, JSON_NAMES) is NameClass.EXACT
+    ]
     if not found:
         return Scan((), body)
     drop = {i for i, _ in found}
@@ -118,6 +183,23 @@ def scan_json(body: bytes) -> Scan:
         tuple(("json:API_Key", value) for _, value in found),
         _without(text, members, drop, close).encode("utf-8"),
     )
+
+
+def _check_names(doc: object) -> None:
+    """Walk the parsed document (iteratively: its depth is the parser's, not ours to recurse)."""
+    stack: list[object] = [doc]
+    if isinstance(doc, _Object):
+        if any(classify_name(name, JSON_NAMES) is NameClass.AMBIGUOUS for name, _ in doc):
+            raise CredentialAmbiguous("A JSON root member is a credential name in another spelling.")
+        stack = [value for _, value in doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Object):
+            if any(is_credential_name(name) for name, _ in node):
+                raise CredentialAmbiguous("A credential name is in the JSON body below its root object.")
+            stack.extend(v for _, v in node)
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _strict_text(body: bytes) -> str:

@@ -37,3 +37,19 @@ def test_api_json_and_form_bodies_are_read_and_multipart_refused() -> None:
     assert body_kind(api, head(b"application/x-www-form-urlencoded")) is BodyKind.FORM
     with pytest.raises(ContentTypeNotAllowed):
         body_kind(api, head(b"multipart/form-data; boundary=x"))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/api/json/Feeds_GetFeeds", b"/api/management/feeds/list", b"/endpoints/dir/metadata/x"],
+)
+def test_a_type_read_as_form_and_as_json_is_refused(target: bytes) -> None:
+    """Seen: scanned as a form, read by ASP.NET Core as JSON, so a JSON root API_Key reached ProGet."""
+    with pytest.raises(ContentTypeNotAllowed):
+        body_kind(canonicalize(target), head(b"application/x-www-form-urlencoded+json"))
+
+
+def test_suffixed_json_on_an_api_route_is_inspected() -> None:
+    api = canonicalize(b"/api/json/Feeds_GetFeeds")
+    assert body_kind(api, head(b"application/json-patch+json")) is BodyKind.JSON
+    assert body_kind(api, head(b"text/json")) is BodyKind.JSON

@@ -64,3 +64,24 @@ def test_refusals(method: str, headers: list[tuple[bytes, bytes]], error: type[G
 @pytest.mark.parametrize("host", [b"localhost", b"127.0.0.1:8080", b"[::1]:8080", b"proget-gw.corp.example"])
 def test_hosts_accepted(host: bytes) -> None:
     assert check_head("GET", [(b"host", host)], LIMITS).host == host.decode()
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        [(b"connection", b"Content-Type")],
+        [(b"connection", b"keep-alive, content-length")],
+        [(b"connection", b"close"), (b"connection", b" \tTransfer-Encoding\t ")],
+        [(b"connection", b"HOST")],
+        [(b"Connection", b"upgrade,content-encoding")],
+    ],
+)
+def test_connection_cannot_drop_a_header_the_decision_used(connection: list[tuple[bytes, bytes]]) -> None:
+    headers = [H, (b"content-type", b"text/plain"), (b"content-length", b"2"), *connection]
+    with pytest.raises(HeaderInvalid):
+        check_head("POST", headers, LIMITS)
+
+
+def test_connection_may_name_other_headers() -> None:
+    headers = [H, (b"connection", b"keep-alive, Upgrade, HTTP2-Settings, x-hop"), (b"x-hop", b"1")]
+    assert check_head("GET", headers, LIMITS).host == "gw.example:8080"

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import json
+import unicodedata
+from functools import cache
 from urllib.parse import parse_qsl, quote
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import BodyUnparseable, CredentialMalformed, TooManyParameters
-from gateway.payloads import names_match, scan_form, scan_json, scan_query
+from gateway.errors import (
+    BodyUnparseable,
+    CredentialAmbiguous,
+    CredentialMalformed,
+    TooManyParameters,
+)
+from gateway.payloads import (
+    JSON_NAMES,
+    QUERY_NAMES,
+    NameClass,
+    classify_name,
+    is_credential_name,
+    names_match,
+    scan_form,
+    scan_json,
+    scan_query,
+)
 
 TOKEN = "pgw_" + "t" * 40
 
@@ -81,7 +98,7 @@ def test_form_is_scanned_like_a_query_but_must_be_ascii() -> None:
         (b'  { "api_key" : "%s" }  ', b"  { }  "),
         (b'{"a":1.50,"api_key":"%s"}', b'{"a":1.50}'),
         (b'{"api\\u005fkey": "%s", "z": "\xc3\xa9"}', b'{"z": "\xc3\xa9"}'),
-        (b'{"x": {"API_Key": "nested stays"}, "API_Key": "%s"}', b'{"x": {"API_Key": "nested stays"}}'),
+        (b'{"x": {"Feed_Key": "stays"}, "API_Key": "%s"}', b'{"x": {"Feed_Key": "stays"}}'),
         (b'{"API_Key": "%s", "api_key": "%s", "k": 0}', b'{"k": 0}'),
     ],
 )
@@ -92,7 +109,7 @@ def test_scan_json_cuts_root_members(body: bytes, stripped: bytes) -> None:
     json.loads(scan.stripped)
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"{}", b'{"a": {"API_Key": "x"}}', b"null"])
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"{}", b'{"a": {"b": "API_Key"}}', b"null"])
 def test_json_without_root_key_is_untouched(body: bytes) -> None:
     scan = scan_json(body)
     assert scan.found == ()
@@ -146,13 +163,18 @@ def test_query_scan_agrees_with_the_standard_parser(pairs: list[tuple[str, str]]
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=4).filter(lambda k: not is_credential_name(k)), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 @given(
-    st.dictionaries(st.text(max_size=6), _json_values, max_size=6),
+    st.dictionaries(
+        st.text(max_size=6).filter(lambda k: not is_credential_name(k)), _json_values, max_size=6
+    ),
     st.sampled_from(["API_Key", "api_key", "API_KEY"]),
     st.booleans(),
     st.sampled_from([(", ", ": "), (",", ":"), (" ,\n", " : ")]),
@@ -160,7 +182,6 @@ _json_values = st.recursive(
 def test_json_scan_drops_exactly_the_key(
     doc: dict[str, object], key_name: str, with_key: bool, separators: tuple[str, str]
 ) -> None:
-    doc = {k: v for k, v in doc.items() if not names_match(k, "api_key")}
     full = dict(doc)
     if with_key:
         full[key_name] = TOKEN
@@ -170,3 +191,164 @@ def test_json_scan_drops_exactly_the_key(
     assert [v for _, v in scan.found] == ([TOKEN] if with_key else [])
     if not with_key:
         assert scan.stripped == body
+
+
+# --- ambiguous spellings and positions (issue 8 §2): refused, never guessed ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "query", "json_root"),
+    [
+        ("key", NameClass.EXACT, NameClass.AMBIGUOUS),  # ProGet reads only API_Key from JSON
+        ("KEY", NameClass.EXACT, NameClass.AMBIGUOUS),
+        ("API_Key", NameClass.EXACT, NameClass.EXACT),
+        ("api_KEY", NameClass.EXACT, NameClass.EXACT),
+        ("ap\u0131_key", NameClass.EXACT, NameClass.EXACT),  # .NET upper-cases dotless i to I
+        (" key", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("API_Key ", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("\u3000key\u00a0", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),  # Unicode whitespace
+        ("\uff21\uff30\uff29_\uff2bey", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),  # full-width
+        ("\U0001d5c4ey", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),  # mathematical sans-serif k
+        ("apikey", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("api-key", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("Api.Key", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("apiKey", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),  # a camelCase ApiKey property
+        ("k\u200bey", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),  # zero-width space
+        ("key[]", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("key[0]", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("API_Key[x]", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("[0].key", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("model.API_Key", NameClass.AMBIGUOUS, NameClass.AMBIGUOUS),
+        ("keys", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("monkey", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("key_id", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("API_Key_Id", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("Feed_Name", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("x-key", NameClass.UNRELATED, NameClass.UNRELATED),
+        ("", NameClass.UNRELATED, NameClass.UNRELATED),
+    ],
+)
+def test_classify_name(name: str, query: NameClass, json_root: NameClass) -> None:
+    assert classify_name(name, QUERY_NAMES) is query
+    assert classify_name(name, JSON_NAMES) is json_root
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"+key=STOLEN",  # seen: '+' is a space, the name ' key' was forwarded with its value
+        b"%20API_Key=STOLEN",
+        b"a=1&key%5B%5D=STOLEN",
+        b"key[0]=STOLEN",
+        b"apikey=STOLEN",
+        b"%EF%BC%A1%EF%BC%B0%EF%BC%A9_Key=STOLEN",  # full-width API
+    ],
+)
+def test_ambiguous_query_and_form_names_are_refused(query: bytes) -> None:
+    with pytest.raises(CredentialAmbiguous):
+        scan_query(query)
+    with pytest.raises(CredentialAmbiguous):
+        scan_form(query)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"\uff21\uff30\uff29_Key": "STOLEN"}',  # seen: full-width API_Key was forwarded
+        '{"\\uff21\\uff30\\uff29_Key": "STOLEN"}',  # the same, as JSON escapes
+        '[{"API_Key": "STOLEN"}]',  # seen: inside a root array
+        '{"a": {"API_Key": "STOLEN"}}',  # seen: in a nested object
+        '{"a": [1, {"b": [{"api_key": "STOLEN"}]}]}',
+        '{"key": "STOLEN"}',
+        '{"API_Key ": "STOLEN"}',
+        '{"a": 1, "a": {"apikey": "STOLEN"}}',  # a duplicate member a dict would hide
+    ],
+)
+def test_ambiguous_json_names_and_positions_are_refused(body: str) -> None:
+    with pytest.raises(CredentialAmbiguous):
+        scan_json(body.encode())
+
+
+def test_a_credential_name_as_a_value_is_not_a_name() -> None:
+    body = b'{"name": "API_Key", "list": ["key", {"v": "apikey"}]}'
+    assert scan_json(body).stripped is body
+
+
+def test_deep_json_is_walked_without_recursion() -> None:
+    depth = 900  # below the parser's own limit, deeper than a naive recursive walk allows with margin
+    body = b'{"a": ' + b"[" * depth + b'{"API_Key": "x"}' + b"]" * depth + b"}"
+    with pytest.raises(CredentialAmbiguous):
+        scan_json(body)
+
+
+@cache
+def _compatibility_forms() -> dict[str, tuple[str, ...]]:
+    """Every character whose NFKC form is an ASCII letter or '_', by that (lowercase) character."""
+    table: dict[str, list[str]] = {}
+    for cp in range(0x80, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        folded = unicodedata.normalize("NFKC", chr(cp))
+        if len(folded) == 1 and folded.isascii() and (folded.isalpha() or folded == "_"):
+            table.setdefault(folded.lower(), []).append(chr(cp))
+    return {k: tuple(v) for k, v in table.items()}
+
+
+_WHITESPACE = "".join(c for c in map(chr, range(0x3100)) if c.isspace())
+
+
+@st.composite
+def credential_spellings(draw: st.DrawFn) -> str:
+    """A credential name spelled any way a binder might still read it as one."""
+    base = draw(st.sampled_from(["key", "api_key", "apikey", "api-key", "api.key"]))
+    forms = _compatibility_forms()
+    core = "".join(draw(st.sampled_from([c, c.upper(), *forms.get(c, ())])) for c in base)
+    before = draw(st.text(alphabet=_WHITESPACE, max_size=2))
+    after = draw(st.text(alphabet=_WHITESPACE, max_size=2))
+    index = draw(st.sampled_from(["", "[]", "[0]", "[x]", "[0][1]"]))
+    return before + core + index + after
+
+
+def test_the_compatibility_table_is_not_empty() -> None:
+    forms = _compatibility_forms()
+    assert "\uff4b" in forms["k"] and "\u212a" in forms["k"] and "\uff3f" in forms["_"]
+
+
+@given(credential_spellings(), st.booleans())
+def test_query_and_form_never_forward_a_credential_spelling(name: str, form: bool) -> None:
+    data = f"a=1&{quote(name, safe='')}={TOKEN}".encode()
+    try:
+        scan = scan_form(data) if form else scan_query(data)
+    except CredentialAmbiguous:
+        assert classify_name(name, QUERY_NAMES) is NameClass.AMBIGUOUS
+        return
+    assert TOKEN.encode() not in scan.stripped
+    assert scan.found and {v for _, v in scan.found} == {TOKEN}
+
+
+_POSITIONS = (
+    lambda n: {n: TOKEN, "a": 1},
+    lambda n: {"a": {n: TOKEN}},
+    lambda n: {"a": [1, {n: TOKEN}]},
+    lambda n: [{n: TOKEN}],
+    lambda n: {"a": [[{"b": {n: TOKEN}}]]},
+)
+
+
+@given(credential_spellings(), st.sampled_from(range(len(_POSITIONS))), st.booleans())
+def test_json_never_forwards_a_credential_spelling(name: str, position: int, ascii_only: bool) -> None:
+    body = json.dumps(_POSITIONS[position](name), ensure_ascii=ascii_only).encode()
+    try:
+        scan = scan_json(body)
+    except CredentialAmbiguous:
+        return
+    assert position == 0 and classify_name(name, JSON_NAMES) is NameClass.EXACT
+    assert TOKEN.encode() not in scan.stripped
+
+
+@given(st.text(max_size=12).filter(lambda n: not is_credential_name(n)), _values)
+def test_unrelated_names_are_kept_byte_for_byte(name: str, value: str) -> None:
+    query = f"{quote(name, safe='')}={value}".encode()
+    assert scan_query(query).stripped is query
+    body = json.dumps({"a": [{name: value}], name: value}).encode()
+    assert scan_json(body).stripped is body
