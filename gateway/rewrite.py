@@ -1,9 +1,10 @@
 """Rewrite the request for ProGet and the response for the client.
 
-Request: every credential channel, hop-by-hop header, method override and client forwarding header
-goes; ProGet receives exactly one ``X-ApiKey`` with the key the policy chose (feed routes add the same
-key in the form feed clients use), a ``Host`` and ``X-Forwarded-*`` set by the gateway, and the path
-and query exactly as decided on. The upstream URL is the configured origin plus that path: nothing a
+Request: every credential channel, hop-by-hop header, method override and client identity or
+routing header (:data:`CLIENT_IDENTITY_HEADERS`, plus the config's ``strip_request_headers``) goes;
+ProGet receives exactly one ``X-ApiKey`` with the key the policy chose (feed routes add the same key
+in the form feed clients use), a ``Host`` and ``X-Forwarded-*`` set by the gateway, and the path and
+query exactly as decided on. The upstream URL is the configured origin plus that path: nothing a
 client sends can choose where a key goes.
 
 Response: nothing that echoes the key, no cookies (a ProGet session is a credential), ProGet's own
@@ -64,6 +65,61 @@ SET_BY_GATEWAY = frozenset(
     }
 )
 _NUGET_PUSH_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTable:
+    """Header names (lowercase, ``_`` folded to ``-``) matched exactly or by prefix."""
+
+    exact: frozenset[bytes]
+    prefixes: tuple[bytes, ...] = ()
+
+    def matches(self, name: bytes) -> bool:
+        n = name.lower().replace(b"_", b"-")
+        return n in self.exact or n.startswith(self.prefixes)
+
+    @classmethod
+    def parse(cls, names: Iterable[str]) -> HeaderTable:
+        """From config entries: ``name``, or ``prefix*``."""
+        folded = [n.lower().replace("_", "-").encode("ascii") for n in names]
+        return cls(
+            frozenset(n for n in folded if not n.endswith(b"*")),
+            tuple(n[:-1] for n in folded if n.endswith(b"*")),
+        )
+
+
+# Who the client is and how it came: headers ProGet, or a server in front of it, may believe. A client
+# sets none of them; the gateway sends its own X-Forwarded-For/-Proto/-Host (trusted proxies' are read by
+# client_view, never forwarded as sent). Site-specific names: ``strip_request_headers`` in the config.
+CLIENT_IDENTITY_HEADERS = HeaderTable(
+    exact=frozenset(
+        {
+            b"forwarded",  # RFC 7239
+            b"x-forwarded",
+            b"x-real-ip",  # nginx
+            b"true-client-ip",  # Akamai, Cloudflare
+            b"x-client-ip",
+            b"client-ip",
+            b"x-cluster-client-ip",
+            b"cf-connecting-ip",
+            b"x-host",
+            b"front-end-https",  # IIS/ARR: "the client used https"
+            b"remote-user",
+            b"x-remote-user",
+            b"x-user",
+            b"x-authenticated-user",
+        }
+    ),
+    prefixes=(
+        b"x-forwarded-",  # X-Forwarded-For/-Proto/-Host/-Uri/-User/-Prefix/-Port/-Server/...
+        b"x-original-",  # X-Original-URL/-Host/-For/-Proto (IIS, ingress-nginx)
+        b"x-auth-request-",  # oauth2-proxy's identity headers
+        b"x-ms-client-principal",  # Azure App Service / Easy Auth identity
+        b"ms-aspnetcore-",  # the IIS ASP.NET Core Module's pairing and Windows-auth tokens
+        b"x-arr-",  # IIS ARR: X-ARR-SSL, X-ARR-ClientCert
+        b"x-gateway-",  # the gateway's own namespace: only the gateway speaks in it
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +210,7 @@ def rewrite_request(
     request_id: str,
 ) -> UpstreamRequest:
     """Build exactly what ProGet will receive."""
-    out = _kept_headers(headers)
+    out = _kept_headers(headers, _site_table(config.settings.strip_request_headers))
     out += _gateway_headers(view, request_id, config)
     out += _key_headers(method, target, key)
     body = credentials.body
@@ -167,7 +223,12 @@ def rewrite_request(
     return UpstreamRequest(method, url, out, body)
 
 
-def _kept_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+@functools.cache
+def _site_table(names: tuple[str, ...]) -> HeaderTable:
+    return HeaderTable.parse(names)
+
+
+def _kept_headers(headers: list[tuple[bytes, bytes]], site: HeaderTable) -> list[tuple[str, str]]:
     named = _connection_tokens(headers)
     return [
         (n.decode("latin-1"), v.decode("latin-1"))
@@ -178,6 +239,8 @@ def _kept_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
             or n in METHOD_OVERRIDES
             or n in named
             or is_credential_header(n)
+            or CLIENT_IDENTITY_HEADERS.matches(n)
+            or site.matches(n)
         )
     ]
 

@@ -49,6 +49,9 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # client and key names: 
 _FEED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 _GLOB_SEGMENT = re.compile(r"(\*\*|[A-Za-z0-9._~!$&'()+,;=:@%*-]*)")
 _KEY_VALUE = re.compile(r"[\x21-\x7e]+")
+_HEADER_TOKEN = re.compile(r"[!#$%&'+.^_`|~0-9A-Za-z-]+")  # RFC 9110 tchar, less '*' (our prefix mark)
+# Headers whose value the gateway's checks read: ProGet must receive them as checked.
+_FORWARDED_AS_CHECKED = ("content-type", "content-encoding", "content-length", "transfer-encoding", "host")
 
 
 class ConfigError(Exception):
@@ -91,6 +94,18 @@ def _check_native_name(value: str) -> str:
 def _check_feed_name(value: str) -> str:
     if not _FEED_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a feed name")
+    return value
+
+
+def _check_strip_name(value: str) -> str:
+    """A header name, or a prefix ending in ``*``; never one ProGet must receive as checked."""
+    prefix = value.endswith("*")
+    name = value.removesuffix("*").lower().replace("_", "-")
+    if not _HEADER_TOKEN.fullmatch(name):
+        raise ValueError(f"{value!r} is not a header name (letters, digits, !#$%&'+.^_`|~-; a final '*')")
+    kept = [h for h in _FORWARDED_AS_CHECKED if (h.startswith(name) if prefix else h == name)]
+    if kept:
+        raise ValueError(f"{value!r} would strip {', '.join(kept)}, which ProGet must receive as checked")
     return value
 
 
@@ -306,6 +321,7 @@ class Settings(_Strict):
     listen: Listen = Listen()
     admin: AdminListen = AdminListen()
     trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    strip_request_headers: tuple[Annotated[str, AfterValidator(_check_strip_name)], ...] = ()
     keys: dict[Name, KeySource]
     native_api: NativeApi = NativeApi()
     clients: tuple[ClientSettings, ...] = Field(min_length=1)

@@ -9,7 +9,13 @@ from gateway.canonical import Route, Target
 from gateway.credentials import Credentials
 from gateway.errors import HostInvalid
 from gateway.framing import Head
-from gateway.rewrite import client_view, rewrite_request, rewrite_response_headers
+from gateway.rewrite import (
+    CLIENT_IDENTITY_HEADERS,
+    HeaderTable,
+    client_view,
+    rewrite_request,
+    rewrite_response_headers,
+)
 from gateway.settings import build_config, token_hash
 
 RAW: dict[str, Any] = {
@@ -197,3 +203,75 @@ def test_public_url_names_the_origin_proget_links_to() -> None:
     sent = dict(req.headers)
     assert sent["host"] == "proget-gw.corp.example"  # never the client's Host: see _gateway_headers
     assert (sent["x-forwarded-proto"], sent["x-forwarded-host"]) == ("https", "proget-gw.corp.example")
+
+
+# --- client identity and routing headers (issue 8 §4) ---------------------------------------------
+
+
+def _sent(headers: list[tuple[bytes, bytes]], config: Any = CONFIG) -> list[tuple[str, str]]:
+    t = Target("/api/x", b"", Route.API, None, None, None)
+    view = client_view("192.0.2.7", "http", HEAD, headers, config)
+    return rewrite_request("GET", t, headers, HEAD, Credentials(), KEY, view, config, "rid").headers
+
+
+@pytest.mark.parametrize(
+    "row",
+    [*sorted(CLIENT_IDENTITY_HEADERS.exact), *(p + b"uri" for p in CLIENT_IDENTITY_HEADERS.prefixes)],
+)
+def test_each_identity_header_row_is_stripped(row: bytes) -> None:
+    """Every row of the table, in any case and with ``_`` for ``-``, never reaches ProGet as sent."""
+    spellings = [row, row.upper(), row.replace(b"-", b"_"), row.title()]
+    sent = _sent([(s, b"spoofed") for s in spellings] + [(b"x-keep", b"yes")])
+    assert ("x-keep", "yes") in sent
+    assert [n for n, v in sent if v == "spoofed"] == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"x-forwarded-uri", b"x-forwarded-user", b"x-auth-request-user", b"x-gateway-foo", b"X_Gateway_Client"],
+)
+def test_seen_identity_headers_never_reach_proget(name: bytes) -> None:
+    """Seen: these reached ProGet as the client sent them."""
+    assert [v for _, v in _sent([(name, b"admin")]) if v == "admin"] == []
+
+
+def test_the_gateways_own_forwarded_headers_replace_the_clients() -> None:
+    headers = [
+        (b"x-forwarded-for", b"6.6.6.6"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"e"),
+    ]
+    sent = _sent(headers)
+    assert [(n, v) for n, v in sent if n.startswith("x-forwarded-")] == [
+        ("x-forwarded-for", "192.0.2.7"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "gw.example:8080"),
+    ]
+
+
+def test_trusted_proxy_forwarded_headers_are_read_not_forwarded() -> None:
+    config = trusted_config()
+    headers = [(b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-uri", b"/x"), (b"x-real-ip", b"1.2.3.4")]
+    t = Target("/api/x", b"", Route.API, None, None, None)
+    view = client_view("10.0.0.2", "http", HEAD, headers, config)
+    sent = rewrite_request("GET", t, headers, HEAD, Credentials(), KEY, view, config, "rid").headers
+    assert ("x-forwarded-for", "203.0.113.9, 10.0.0.2") in sent
+    assert {n for n, _ in sent} & {"x-forwarded-uri", "x-real-ip"} == set()
+
+
+def test_site_specific_names_and_prefixes_are_stripped() -> None:
+    config = build_config({**RAW, "strip_request_headers": ["X-Corp-User", "x_site_*"]}, env={})
+    headers = [
+        (b"x-corp-user", b"1"),
+        (b"x_corp_user", b"2"),
+        (b"x-site-role", b"3"),
+        (b"X-SITE-", b"4"),
+        (b"x-corp-users", b"kept"),
+    ]
+    assert [v for _, v in _sent(headers, config) if v in ("1", "2", "3", "4", "kept")] == ["kept"]
+
+
+def test_header_table_parse() -> None:
+    table = HeaderTable.parse(["A_B", "c*"])
+    assert table == HeaderTable(frozenset({b"a-b"}), (b"c",))
+    assert table.matches(b"A-b") and table.matches(b"cookie-x") and not table.matches(b"ab")

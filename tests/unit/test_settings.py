@@ -153,3 +153,17 @@ def test_names_are_matched_whole() -> None:
     found = problems(raw)
     assert any(p.startswith("clients[0].name: String should match pattern") for p in found)
     assert any(p.startswith("keys.-x: String should match pattern") for p in found)
+
+
+def test_strip_request_headers_are_validated_all_at_once() -> None:
+    raw = {**GOOD, "strip_request_headers": ["X-Corp-User", "x_site_*", "a b", "*", "Content-*", "HOST", 3]}
+    assert problems(raw) == [
+        "strip_request_headers[2]: 'a b' is not a header name (letters, digits, !#$%&'+.^_`|~-; a final '*')",
+        "strip_request_headers[3]: '*' is not a header name (letters, digits, !#$%&'+.^_`|~-; a final '*')",
+        "strip_request_headers[4]: 'Content-*' would strip content-type, content-encoding, content-length,"
+        " which ProGet must receive as checked",
+        "strip_request_headers[5]: 'HOST' would strip host, which ProGet must receive as checked",
+        "strip_request_headers[6]: Input should be a valid string",
+    ]
+    ok = build_config({**GOOD, "strip_request_headers": ["X-Corp-User", "x_site_*"]}, env=ENV)
+    assert ok.settings.strip_request_headers == ("X-Corp-User", "x_site_*")
