@@ -161,11 +161,11 @@ def test_asset_and_universal_apis_are_scanned(
 
 def test_query_values_never_reach_the_audit_line(gateway: Gateway) -> None:
     response = request(
-        gateway.url, "GET", f"/__standin/echo?apikey={TOKEN_READER}&b", [("X-ApiKey", TOKEN_CI)]
+        gateway.url, "GET", f"/__standin/echo?token={TOKEN_READER}&b", [("X-ApiKey", TOKEN_CI)]
     )
     assert response.status == 200
     audit = gateway.last_audit(response.header("x-request-id")[0])
-    assert audit["path"] == "/__standin/echo?apikey=…&b"
+    assert audit["path"] == "/__standin/echo?token=…&b"  # apikey= is refused now: test_ambiguity.py
     assert TOKEN_READER not in gateway.log_path.read_text()
 
 
