@@ -5,7 +5,9 @@ it), ``X-ApiKey``, ``X-NuGet-ApiKey`` (header names compared after folding ``_``
 servers treat them alike), query ``key``/``API_Key``, urlencoded form ``key`` and the JSON root
 ``API_Key``. The same token repeated is one credential (NuGet sends Basic and X-NuGet-ApiKey
 together); different values are ambiguous and refused, because the gateway and ProGet could pick
-different ones.
+different ones. So is a key field in a spelling or position ProGet might or might not read
+(:func:`gateway.payloads.classify_name`), and a body whose media type two servers would read as
+different kinds (:func:`gateway.media.classify`).
 
 The result carries the query and the inspected body with every credential removed: finding a
 credential and cutting it out are one scan, so nothing found can be forgotten when forwarding.

@@ -14,6 +14,7 @@ guessing which would decide whether a client's own key reaches ProGet (:func:`cl
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -37,6 +38,7 @@ JSON_NAMES: Final = ("api_key",)  # what ProGet reads from the JSON root object
 # a binder ignoring separators, or a camelCase/snake_case naming policy, would read as ``API_Key``.
 CREDENTIAL_NAMES: Final = frozenset({"key", "apikey"})
 _INDEX: Final = re.compile(r"\[[^\]]*\]")  # key[], key[0], key[x], [0].key
+_NOT_ALNUM: Final = re.compile(r"[\W_]+")  # \w is str.isalnum() plus '_'
 _WS: Final = " \t\r\n"
 _ODD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
@@ -82,18 +84,29 @@ def is_credential_name(name: str) -> bool:
     (.NET's upper-casing too), removing index suffixes and every character that is not a letter or
     digit (whitespace, ``_ - .``, invisible format characters), or taking its last dotted segment
     (a model binder's ``prefix.key``)."""
-    return not CREDENTIAL_NAMES.isdisjoint(_folded(name))
+    # JSON documents repeat their member names: short ones are remembered (a bounded cache).
+    return _is_credential_short(name) if len(name) <= 64 else _is_credential(name)
 
 
-def _folded(name: str) -> set[str]:
+def _is_credential(name: str) -> bool:
+    if name.isascii():  # the common case, and NFKC and case folding keep ASCII in ASCII
+        return "k" in name.lower() and not CREDENTIAL_NAMES.isdisjoint(_stripped(name.lower()))
     text = unicodedata.normalize("NFKC", name)
-    text = unicodedata.normalize("NFKC", text.upper().casefold())
-    text = _INDEX.sub("", text)
-    return {_letters(text), _letters(text.rpartition(".")[2])}
+    folded = unicodedata.normalize("NFKC", text.upper().casefold())
+    return not CREDENTIAL_NAMES.isdisjoint(_stripped(folded))
+
+
+_is_credential_short: Final = functools.lru_cache(maxsize=4096)(_is_credential)
+
+
+def _stripped(folded: str) -> tuple[str, str]:
+    """The name without index suffixes and non-alphanumerics; and its last dotted segment so."""
+    text = _INDEX.sub("", folded)
+    return _letters(text), _letters(text.rpartition(".")[2])
 
 
 def _letters(text: str) -> str:
-    return "".join(c for c in text if c.isalnum())
+    return _NOT_ALNUM.sub("", text)
 
 
 def scan_query(query: bytes, *, max_params: int = 256) -> Scan:
@@ -150,12 +163,9 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-class _Object(list[tuple[str, object]]):
-    """A JSON object as its members in order, duplicates kept (a dict would hide one)."""
-
-
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True)
-_PAIRS: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True, object_pairs_hook=_Object)
+# Objects as tuples of their members in order, duplicates kept (a dict would hide one); arrays stay lists.
+_PAIRS: Final = json.JSONDecoder(parse_constant=_reject_constant, strict=True, object_pairs_hook=tuple)
 
 
 def scan_json(body: bytes) -> Scan:
@@ -187,19 +197,22 @@ def scan_json(body: bytes) -> Scan:
 
 def _check_names(doc: object) -> None:
     """Walk the parsed document (iteratively: its depth is the parser's, not ours to recurse)."""
-    stack: list[object] = [doc]
-    if isinstance(doc, _Object):
+    nested: list[object] = [doc]
+    if isinstance(doc, tuple):
         if any(classify_name(name, JSON_NAMES) is NameClass.AMBIGUOUS for name, _ in doc):
             raise CredentialAmbiguous("A JSON root member is a credential name in another spelling.")
-        stack = [value for _, value in doc]
+        nested = [value for _, value in doc]
+    stack = [node for node in nested if isinstance(node, tuple | list)]
     while stack:
         node = stack.pop()
-        if isinstance(node, _Object):
-            if any(is_credential_name(name) for name, _ in node):
+        if isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, tuple | list))
+            continue
+        for name, value in node:
+            if is_credential_name(name):
                 raise CredentialAmbiguous("A credential name is in the JSON body below its root object.")
-            stack.extend(v for _, v in node)
-        elif isinstance(node, list):
-            stack.extend(node)
+            if isinstance(value, tuple | list):
+                stack.append(value)
 
 
 def _strict_text(body: bytes) -> str:
