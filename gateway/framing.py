@@ -11,14 +11,12 @@ import re
 from dataclasses import dataclass
 
 from gateway.errors import FramingInvalid, HeaderInvalid, HeadersTooLarge, HostInvalid, MethodNotAllowed
-from gateway.settings import HTTP_METHODS, Limits
+from gateway.settings import DECISION_HEADERS, HTTP_METHODS, Limits
 
 _METHODS = frozenset(HTTP_METHODS)
-# Headers the gateway's decision rests on (framing, body kind, Host). Naming one in Connection makes it
-# hop-by-hop: it would be dropped on the way to ProGet, which would then read the request differently.
-DECISION_HEADERS = frozenset(
-    {b"content-type", b"content-length", b"transfer-encoding", b"host", b"content-encoding"}
-)
+# Naming one of these in Connection makes it hop-by-hop: it would be dropped on the way to ProGet, which
+# would then read the request differently from how the gateway checked it.
+_DECISION_HEADERS = frozenset(h.encode("ascii") for h in DECISION_HEADERS)
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 _HOST = re.compile(
     rb"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
@@ -80,7 +78,7 @@ def _check_connection(headers: list[tuple[bytes, bytes]]) -> None:
     for name, value in headers:
         if name.lower() != b"connection":
             continue
-        named = {token.strip().lower() for token in value.split(b",")} & DECISION_HEADERS
+        named = {token.strip().lower() for token in value.split(b",")} & _DECISION_HEADERS
         if named:
             listed = ", ".join(sorted(n.decode() for n in named))
             raise HeaderInvalid(f"Connection names {listed}, which the gateway must forward as checked.")

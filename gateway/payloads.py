@@ -34,8 +34,8 @@ from gateway.errors import (
 
 QUERY_NAMES: Final = ("key", "api_key")  # what ProGet reads from a query or a form
 JSON_NAMES: Final = ("api_key",)  # what ProGet reads from the JSON root object
-# Every credential name, folded (see _folded): ProGet's ``key`` and ``API_Key``, and ``apikey``, which
-# a binder ignoring separators, or a camelCase/snake_case naming policy, would read as ``API_Key``.
+# Every credential name, folded (see is_credential_name): ProGet's ``key`` and ``API_Key``, and
+# ``apikey``, which a binder ignoring separators, or a camelCase naming policy, would read as API_Key.
 CREDENTIAL_NAMES: Final = frozenset({"key", "apikey"})
 _INDEX: Final = re.compile(r"\[[^\]]*\]")  # key[], key[0], key[x], [0].key
 _NOT_ALNUM: Final = re.compile(r"[\W_]+")  # \w is str.isalnum() plus '_'

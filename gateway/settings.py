@@ -50,8 +50,9 @@ _FEED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 _GLOB_SEGMENT = re.compile(r"(\*\*|[A-Za-z0-9._~!$&'()+,;=:@%*-]*)")
 _KEY_VALUE = re.compile(r"[\x21-\x7e]+")
 _HEADER_TOKEN = re.compile(r"[!#$%&'+.^_`|~0-9A-Za-z-]+")  # RFC 9110 tchar, less '*' (our prefix mark)
-# Headers whose value the gateway's checks read: ProGet must receive them as checked.
-_FORWARDED_AS_CHECKED = ("content-type", "content-encoding", "content-length", "transfer-encoding", "host")
+# Headers the gateway's decision rests on (framing, body kind, Host): ProGet must receive them as checked,
+# so neither Connection (framing.check_head) nor strip_request_headers may remove them.
+DECISION_HEADERS = ("content-type", "content-encoding", "content-length", "transfer-encoding", "host")
 
 
 class ConfigError(Exception):
@@ -103,7 +104,7 @@ def _check_strip_name(value: str) -> str:
     name = value.removesuffix("*").lower().replace("_", "-")
     if not _HEADER_TOKEN.fullmatch(name):
         raise ValueError(f"{value!r} is not a header name (letters, digits, !#$%&'+.^_`|~-; a final '*')")
-    kept = [h for h in _FORWARDED_AS_CHECKED if (h.startswith(name) if prefix else h == name)]
+    kept = [h for h in DECISION_HEADERS if (h.startswith(name) if prefix else h == name)]
     if kept:
         raise ValueError(f"{value!r} would strip {', '.join(kept)}, which ProGet must receive as checked")
     return value
