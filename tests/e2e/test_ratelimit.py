@@ -183,8 +183,16 @@ def test_shadow_mode_refuses_nothing_and_counts_what_it_would_have(
 # --- across replicas: Redis ------------------------------------------------------------------------------
 
 
-def redis_limits(server: RedisServer, rate: dict[str, Any], on_error: str = "allow") -> Mutate:
-    backend = {"url": server.url, "timeout": 0.05, "prefix": f"e2e{server.port}"}
+def redis_limits(
+    server: RedisServer, rate: dict[str, Any], on_error: str = "allow", tmp: Path | None = None
+) -> Mutate:
+    """Buckets in ``server``; with ``tmp``, its URL is read from a file there (a mounted Secret)."""
+    backend: dict[str, Any] = {"url": server.url, "timeout": 0.05, "prefix": f"e2e{server.port}"}
+    if tmp is not None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "redis-url").write_text(server.url + "\n")
+        backend["url_file"] = str(tmp / "redis-url")
+        del backend["url"]
     return limits({"rate": rate}, backend="redis", redis=backend, on_backend_error=on_error)
 
 
@@ -228,11 +236,12 @@ def test_two_gateways_share_one_rate_through_redis(tmp_path: Path, standin_serve
 def test_redis_outage_follows_on_backend_error_and_recovers(
     tmp_path: Path, standin_server: StandinServer
 ) -> None:
-    server = RedisServer().start()
+    server = RedisServer(password="redis-secret-4711").start()
     rate = {"per_second": 1000, "burst": 1000}
+    allow_mutate = redis_limits(server, rate, "allow", tmp_path / "allow")
     try:
         with (
-            gateway_with(tmp_path / "allow", standin_server, redis_limits(server, rate, "allow")) as allow,
+            gateway_with(tmp_path / "allow", standin_server, allow_mutate) as allow,
             gateway_with(tmp_path / "deny", standin_server, redis_limits(server, rate, "deny")) as deny,
         ):
             assert _status(allow) == _status(deny) == (200, None)
@@ -248,6 +257,8 @@ def test_redis_outage_follows_on_backend_error_and_recovers(
                 time.sleep(0.1)
             assert _status(allow) == (200, None)
             assert _status(deny) == (200, None)
+            for gw in (allow, deny):
+                assert server.password is not None and server.password not in gw.log_path.read_text()
     finally:
         server.stop()
 

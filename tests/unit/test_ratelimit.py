@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -268,3 +269,72 @@ def test_redis_url_is_read_from_the_file_and_limits_fall_back_to_the_default(tmp
     assert "pw@" not in repr(config)
     limits = effective_limits(config.clients["ci"], config.settings.limits.default_client)
     assert (limits.rate, limits.concurrency, limits.uploads) == (Rate(per_second=50, burst=200), 32, 4)
+
+
+# --- admission: shadow mode and backend errors (a failing store stands in for Redis here) --------------------
+
+
+class _BrokenStore:
+    async def take(self, client: str, rate: Rate) -> Decision:
+        raise BackendError("ConnectionError")
+
+    async def close(self) -> None:
+        return None
+
+
+def _admission(buckets: Any = None, burst: int = 1, **rate_limit: Any) -> Any:
+    from gateway.admission import Admission
+    from gateway.settings import build_config
+
+    raw = _config(
+        rate_limit=rate_limit, limits={"default_client": {"rate": {"per_second": 1, "burst": burst}}}
+    )
+    raw["upstream"]["max_in_flight"] = 1
+    raw["upstream"]["queue"] = {"max": 0, "timeout": 1}
+    return Admission(build_config(raw), buckets)
+
+
+def _flow() -> Any:
+    from gateway.audit import Flow
+
+    return Flow(request_id="r", method="GET", peer="-")
+
+
+def test_backend_errors_follow_on_backend_error() -> None:
+    from gateway.errors import RateLimitBackendUnavailable
+
+    async def scenario() -> tuple[Any, Any]:
+        allowed = _flow()
+        async with _admission(_BrokenStore(), on_backend_error="allow").admit(allowed, "ci", upload=False):
+            pass
+        denied = _flow()
+        with pytest.raises(RateLimitBackendUnavailable):
+            async with _admission(_BrokenStore(), on_backend_error="deny").admit(denied, "ci", upload=False):
+                pass
+        return allowed, denied
+
+    allowed, _ = asyncio.run(scenario())
+    assert allowed.limit == "backend_error"
+
+
+def test_shadow_mode_notes_the_first_refusal_and_lets_everything_through() -> None:
+    async def scenario() -> list[str | None]:
+        admission = _admission(shadow=True)
+        flows = [_flow() for _ in range(3)]
+        async with contextlib.AsyncExitStack() as stack:
+            for flow in flows:  # all held at once: over the rate and over the cap + empty queue
+                await stack.enter_async_context(admission.admit(flow, "ci", upload=False))
+        return [f.limit for f in flows]
+
+    assert asyncio.run(scenario()) == [None, "would_refuse:rate_limited", "would_refuse:rate_limited"]
+
+
+def test_enforced_cap_with_no_queue_refuses_at_once() -> None:
+    async def scenario() -> None:
+        admission = _admission(burst=10)
+        async with admission.admit(_flow(), "ci", upload=False):
+            with pytest.raises(UpstreamQueueFull):
+                async with admission.admit(_flow(), "ci", upload=False):
+                    pass
+
+    asyncio.run(scenario())
