@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway.admission import Admission
 from gateway.metrics import REGISTRY
 from gateway.pipeline import Runtime, handle
 from gateway.settings import Config
@@ -29,6 +30,7 @@ class ProxyApp:
 
     def __init__(self, config: Config) -> None:
         self.runtime = Runtime(config, UpstreamClient(config.settings.upstream), JwtVerifier(config))
+        self.runtime.admission = Admission(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -46,6 +48,8 @@ class ProxyApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.upstream.close()
+                if self.runtime.admission is not None:
+                    await self.runtime.admission.close()
                 if self.runtime.jwt is not None:
                     await self.runtime.jwt.close()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -47,6 +47,7 @@ class Flow:
     client_gone: bool = False
     duration_s: float = 0.0
     error: GatewayError | None = None
+    limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
 
     def fail(self, error: GatewayError) -> None:
         self.error = error
@@ -93,6 +94,7 @@ def event(flow: Flow) -> dict[str, object]:
         "bytes_out": flow.bytes_out,
         "duration_ms": round(flow.duration_s * 1000, 3),
         "peer": flow.peer,
+        "limit": flow.limit,
     }
 
 

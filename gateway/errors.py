@@ -230,3 +230,57 @@ class InternalError(GatewayError):
     status = 500
     code = "internal_error"
     default_detail = "The gateway failed unexpectedly."
+
+
+# --- 429 / 503: limits that protect ProGet (gateway/admission.py) --------------------------------
+
+
+class Throttled(GatewayError):
+    """A limit refused the request; ``Retry-After`` says when trying again can succeed.
+
+    ``rate_headers`` are the IETF ``RateLimit-Policy`` / ``RateLimit`` fields (see
+    ``gateway.ratelimit.rate_headers``) when a token bucket made the decision.
+    """
+
+    status = 429
+
+    def __init__(self, retry_after: int = 1, rate_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__()
+        self.retry_after = max(1, retry_after)
+        self.rate_headers = rate_headers or []
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after).encode()), *self.rate_headers]
+
+
+class RateLimited(Throttled):
+    code = "rate_limited"
+    default_detail = "This client sent more requests than its rate allows; retry after the given time."
+
+
+class ConcurrencyLimited(Throttled):
+    code = "concurrency_limited"
+    default_detail = "This client has as many requests in flight as it may; retry when one finishes."
+
+
+class UploadsLimited(Throttled):
+    code = "uploads_limited"
+    default_detail = "This client is already streaming as many uploads as it may."
+
+
+class UpstreamQueueFull(Throttled):
+    status = 503
+    code = "upstream_queue_full"
+    default_detail = "ProGet is at the gateway's in-flight cap and the wait queue is full."
+
+
+class UpstreamQueueTimeout(Throttled):
+    status = 503
+    code = "upstream_queue_timeout"
+    default_detail = "ProGet stayed at the gateway's in-flight cap for longer than the queue waits."
+
+
+class RateLimitBackendUnavailable(Throttled):
+    status = 503
+    code = "rate_limit_backend_unavailable"
+    default_detail = "The shared rate-limit store did not answer; the gateway is set to refuse then."

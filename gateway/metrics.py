@@ -3,9 +3,10 @@ config, codes from errors.py, status as a class; never a path, a token or an add
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.audit import Flow
+from gateway.errors import Throttled
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -32,6 +33,32 @@ BYTES = Counter(
     "proget_gateway_body_bytes", "Body bytes relayed, by direction.", ["direction"], registry=REGISTRY
 )
 
+# --- limits that protect ProGet (gateway/admission.py) ---------------------------------------------
+LIMIT_REFUSALS = Counter(
+    "proget_gateway_limit_refusals",
+    "Requests a limit refused (mode=enforce) or would have refused (mode=shadow), by client and code.",
+    ["client", "reason", "mode"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge(
+    "proget_gateway_upstream_queue_depth", "Requests waiting for an upstream slot.", registry=REGISTRY
+)
+IN_FLIGHT = Gauge(
+    "proget_gateway_upstream_in_flight", "Requests holding an upstream slot.", registry=REGISTRY
+)
+QUEUE_WAIT = Histogram(
+    "proget_gateway_upstream_queue_wait_seconds",
+    "Time a request waited in the queue for an upstream slot (admitted or not).",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+LIMIT_BACKEND_ERRORS = Counter(
+    "proget_gateway_rate_limit_backend_errors",
+    "Rate-limit store calls that failed or timed out, by backend.",
+    ["backend"],
+    registry=REGISTRY,
+)
+
 
 def observe(flow: Flow) -> None:
     """Record one finished request."""
@@ -39,7 +66,9 @@ def observe(flow: Flow) -> None:
     REQUESTS.labels(flow.client or "-", flow.decision, flow.code, status_class).inc()
     LATENCY.labels(flow.decision).observe(flow.duration_s)
     if flow.error is not None:
-        if flow.error.code.startswith("upstream_"):
+        if isinstance(flow.error, Throttled):
+            pass  # counted by gateway.admission, with the client, where shadow refusals are counted too
+        elif flow.error.code.startswith("upstream_"):
             UPSTREAM_ERRORS.labels(flow.error.code).inc()
         elif flow.error.status == 401:
             AUTH_FAILURES.labels(flow.error.code).inc()

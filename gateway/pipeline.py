@@ -1,7 +1,7 @@
 """The order of the stages, written once.
 
 request head checked → canonical path → body plan → credentials found → client identified →
-policy decides the key → request rewritten → forwarded and streamed → audited.
+policy decides the key → request rewritten → admitted under limits → forwarded and streamed → audited.
 
 Each stage is a module with one main function. Stages raise :mod:`gateway.errors`; this module is the
 one handler: before the response has started an error is rendered (``responses.send_error``); after,
@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from gateway import audit, metrics
+from gateway.admission import Admission
 from gateway.audit import Flow
 from gateway.bodies import read_capped
 from gateway.canonical import canonicalize
@@ -45,6 +47,7 @@ class Runtime:
     config: Config
     upstream: UpstreamClient
     jwt: JwtVerifier | None = None  # workload identity: key sets and verified tokens, for the process
+    admission: Admission | None = None  # limits protecting ProGet (gateway/admission.py)
 
 
 def new_request_id() -> str:
@@ -133,4 +136,9 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
         flow.method, target, headers, head, credentials, key, view, config, flow.request_id
     )
     flow.decision = "allow"
-    await forward(flow, request, head, key, view, runtime.upstream, config, receive, send)
+    upload = request.body is None and head.has_body
+    admitted = (
+        runtime.admission.admit(flow, identity.client.name, upload) if runtime.admission else nullcontext()
+    )
+    async with admitted:  # after the decision: refused requests cost ProGet nothing
+        await forward(flow, request, head, key, view, runtime.upstream, config, receive, send)

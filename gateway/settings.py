@@ -20,7 +20,7 @@ import os
 import re
 from base64 import b64encode
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -131,10 +131,19 @@ class Tls(_Strict):
     ca_file: Path | None = None
 
 
+class UpstreamQueue(_Strict):
+    """Requests waiting for a slot under ``upstream.max_in_flight`` (see gateway/admission.py)."""
+
+    max: int = Field(default=1000, ge=0, le=100000)
+    timeout: Seconds = 30.0
+
+
 class UpstreamSettings(_Strict):
     url: str
     timeouts: Timeouts = Timeouts()
     tls: Tls = Tls()
+    max_in_flight: int | None = Field(default=None, ge=1, le=100000)  # None: no global cap
+    queue: UpstreamQueue = UpstreamQueue()
 
     @field_validator("url")
     @classmethod
@@ -297,12 +306,57 @@ class JwtSettings(_Strict):
         return {name: frozenset(values) for name, values in self.claims.items()}
 
 
+class Rate(_Strict):
+    """A token bucket: ``burst`` requests at once, refilled at ``per_second``."""
+
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=10_000_000)
+
+
+class ClientLimits(_Strict):
+    """Per-client limits; a field left out falls back to ``limits.default_client``'s, then to none."""
+
+    rate: Rate | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=100000)
+    uploads: int | None = Field(default=None, ge=1, le=100000)
+
+
 class ClientSettings(_Strict):
     name: Name
     tokens: tuple[TokenHash, ...] = ()
     jwt: JwtSettings | None = None
     anonymous: bool = False
     rules: tuple[Rule, ...] = Field(min_length=1)
+    limits: ClientLimits = ClientLimits()
+
+
+class RedisSettings(_Strict):
+    """Where the shared buckets live. The URL may hold a password: it is read, never logged."""
+
+    url_file: Path | None = None
+    url: SecretStr | None = None
+    timeout: float = Field(default=0.05, gt=0, le=10)  # seconds per call, connecting included
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,62}$")] = "pgw"
+    max_connections: int = Field(default=32, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RedisSettings:
+        if (self.url_file is None) == (self.url is None):
+            raise ValueError("give exactly one of url_file, url")
+        return self
+
+
+class RateLimitSettings(_Strict):
+    backend: Literal["local", "redis"] = "local"
+    redis: RedisSettings | None = None
+    on_backend_error: Literal["allow", "deny"] = "allow"
+    shadow: bool = False  # count and log what would be refused, refuse nothing
+
+    @model_validator(mode="after")
+    def _redis_given(self) -> RateLimitSettings:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("backend 'redis' needs a 'redis' section (url_file or url)")
+        return self
 
 
 class Limits(_Strict):
@@ -314,6 +368,7 @@ class Limits(_Strict):
     max_form_params: int = Field(default=1024, ge=1, le=100000)
     head_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds to send a request head
     body_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds to send a body the gateway inspects
+    default_client: ClientLimits = ClientLimits()  # none: today's behaviour unless configured
 
 
 class Settings(_Strict):
@@ -327,6 +382,7 @@ class Settings(_Strict):
     native_api: NativeApi = NativeApi()
     clients: tuple[ClientSettings, ...] = Field(min_length=1)
     limits: Limits = Limits()
+    rate_limit: RateLimitSettings = RateLimitSettings()
 
     @field_validator("public_url")
     @classmethod
@@ -468,6 +524,7 @@ class Config:
     source: str
     jwt_clients: tuple[ClientSettings, ...] = ()  # clients with a 'jwt' entry, in config order
     jwks_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # client name -> JWKS document
+    redis_url: SecretStr | None = field(default=None, repr=False)  # rate_limit.redis, resolved
 
 
 def _freeze(
@@ -564,11 +621,14 @@ def build_config(
     problems += [p for p in keys.values() if isinstance(p, str)]
     jwks_files = _read_jwks_files(_as_list(raw.get("clients")), base or Path.cwd())
     problems += [p for p in jwks_files.values() if isinstance(p, str)]
+    redis_url = _resolve_redis_url(raw, base or Path.cwd()) if resolve_keys else None
+    problems += [redis_url] if isinstance(redis_url, str) else []
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
     resolved = {name: k for name, k in keys.items() if isinstance(k, UpstreamKey)}
     documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
-    return _freeze(settings, resolved, source, documents)
+    config = _freeze(settings, resolved, source, documents)
+    return replace(config, redis_url=redis_url) if isinstance(redis_url, SecretStr) else config
 
 
 def _resolve_keys(
@@ -584,6 +644,32 @@ def _resolve_keys(
         resolved = _resolve_key(str(name), source, base, env)
         out[str(name)] = resolved if isinstance(resolved, str) else UpstreamKey.build(str(name), resolved)
     return out
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _resolve_redis_url(raw: dict[str, Any], base: Path) -> SecretStr | str | None:
+    """The Redis URL (or a problem text, which never includes it) when the redis backend is chosen."""
+    section = _as_dict(raw.get("rate_limit"))
+    try:
+        redis = RedisSettings.model_validate(section.get("redis"))
+    except ValidationError:
+        return None  # absent, or pass 1 already reported it
+    if section.get("backend") != "redis":
+        return None
+    where = "rate_limit.redis"
+    if redis.url_file is not None:
+        path = redis.url_file if redis.url_file.is_absolute() else base / redis.url_file
+        try:
+            url = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{where}.url_file: cannot read {path}: {type(exc).__name__}"
+    else:
+        url = redis.url.get_secret_value() if redis.url else ""
+    if urlsplit(url).scheme not in _REDIS_SCHEMES:
+        return f"{where}: the URL must start with redis://, rediss:// or unix:// (value not shown)"
+    return SecretStr(url)
 
 
 def _covers(first: JwtSettings, later: JwtSettings) -> bool:

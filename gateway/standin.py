@@ -158,9 +158,12 @@ class Standin:
         self.requests: list[Recorded] = []
         self.cancelled = 0  # requests whose client (the gateway) left before the exchange finished
         self.completed = 0
+        self.in_flight = 0  # requests being served right now (not /health)
+        self.peak_in_flight = 0  # the most served at once since the last clear(): ProGet's load
 
     def clear(self) -> None:
         self.requests.clear()
+        self.peak_in_flight = self.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -177,8 +180,17 @@ class Standin:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"]],
         )
-        if self.record and rec.raw_path != "/health":
+        counted = int(rec.raw_path != "/health")
+        if self.record and counted:
             self.requests.append(rec)
+        self.in_flight += counted
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await self._serve(scope, receive, send, rec)
+        finally:
+            self.in_flight -= counted
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, rec: Recorded) -> None:
         handler, params = route(rec.method, rec.raw_path)
         ex = Exchange(scope, receive, send, rec, self, params)
         if handler not in STREAMING_HANDLERS and not await ex.read_body():

@@ -84,6 +84,32 @@ _PAIRS: list[tuple[str, Doc, type[BaseModel], set[str]]] = [
         set(),
     ),
     ("config.limits", _CONFIG["properties"]["limits"], settings.Limits, set()),
+    (
+        "config.limits.default_client",
+        _CONFIG["properties"]["limits"]["properties"]["default_client"],
+        settings.ClientLimits,
+        set(),
+    ),
+    ("config.clients[].limits", _CLIENT["properties"]["limits"], settings.ClientLimits, set()),
+    (
+        "config.clients[].limits.rate",
+        _CLIENT["properties"]["limits"]["properties"]["rate"],
+        settings.Rate,
+        set(),
+    ),
+    (
+        "config.upstream.queue",
+        _CONFIG["properties"]["upstream"]["properties"]["queue"],
+        settings.UpstreamQueue,
+        set(),
+    ),
+    ("config.rate_limit", _CONFIG["properties"]["rate_limit"], settings.RateLimitSettings, set()),
+    (
+        "config.rate_limit.redis",
+        _CONFIG["properties"]["rate_limit"]["properties"]["redis"],
+        settings.RedisSettings,
+        set(),
+    ),
 ]
 
 
@@ -158,6 +184,22 @@ def test_central_keys_are_mounted_from_the_existing_secret_not_inlined(central: 
         "feeds-read": {"file": "/etc/proget-gateway/keys/feeds-read"},
         "nuget-push": {"file": "/etc/proget-gateway/keys/nuget-push"},
     }
+
+
+def test_redis_url_comes_from_an_existing_secret_as_a_file(helm: Helm) -> None:
+    """rateLimitRedis: the URL (it may hold a password) is mounted from the Secret, never in the ConfigMap."""
+    docs = helm.render(
+        CHART, [CENTRAL], {"rateLimitRedis": {"existingSecret": "redis-url-secret", "key": "u"}}
+    )
+    spec = _pod_spec(docs)
+    volume = next(v for v in spec["volumes"] if v["name"] == "redis-url")
+    assert volume["secret"]["secretName"] == "redis-url-secret"
+    assert volume["secret"]["items"] == [{"key": "u", "path": "u"}]
+    mount = {"name": "redis-url", "mountPath": "/etc/proget-gateway/redis", "readOnly": True}
+    assert mount in container(spec, "proget-gateway")["volumeMounts"]
+    limit = gateway_config(docs)["rate_limit"]
+    assert limit["backend"] == "redis" and limit["redis"]["url_file"] == "/etc/proget-gateway/redis/u"
+    assert "redis-url" not in {v["name"] for v in _pod_spec(helm.render(CHART, [CENTRAL]))["volumes"]}
 
 
 def test_central_availability_objects(central: list[Doc]) -> None:

@@ -68,6 +68,7 @@ app.kubernetes.io/component: {{ ternary "gateway" "sidecar-config" (eq .Values.m
 {{- define "proget-gateway.configDir" -}}/etc/proget-gateway/config{{- end -}}
 {{- define "proget-gateway.configPath" -}}/etc/proget-gateway/config/gateway.yaml{{- end -}}
 {{- define "proget-gateway.keysDir" -}}/etc/proget-gateway/keys{{- end -}}
+{{- define "proget-gateway.redisDir" -}}/etc/proget-gateway/redis{{- end -}}
 
 {{/* The key names, as a YAML list: from keys.names with an existing Secret, else from keys.create. */}}
 {{- define "proget-gateway.keyNames" -}}
@@ -125,6 +126,19 @@ key source per key. In sidecar mode the one client is the anonymous `sidecar.cli
 {{- $_ := set $keys $name (dict "file" (printf "%s/%s" $dir $name)) -}}
 {{- end -}}
 {{- $_ := set $cfg "keys" $keys -}}
+{{- with .Values.rateLimitRedis.existingSecret -}}
+{{- if ne $.Values.mode "central" -}}
+{{- fail "rateLimitRedis: a shared Redis is for central mode (a sidecar serves one pod)" -}}
+{{- end -}}
+{{- $limit := deepCopy (default dict $cfg.rate_limit) -}}
+{{- $redis := deepCopy (default dict $limit.redis) -}}
+{{- $_ := set $redis "url_file" (printf "%s/%s" (include "proget-gateway.redisDir" $) $.Values.rateLimitRedis.key) -}}
+{{- $_ := set $limit "redis" $redis -}}
+{{- if not (hasKey $limit "backend") -}}
+{{- $_ := set $limit "backend" "redis" -}}
+{{- end -}}
+{{- $_ := set $cfg "rate_limit" $limit -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 

@@ -1,0 +1,242 @@
+"""Admission to ProGet: per-client rate, concurrency and upload limits, then a global in-flight cap.
+
+``Admission.admit`` is the one entry the pipeline calls, after the policy decided and the request was
+rewritten, so refused or unauthenticated requests never count against ProGet's capacity. Checks run
+cheapest first: the token bucket, the client's requests in flight, its streaming uploads, then a slot
+under ``upstream.max_in_flight``. The slots are held until the response has ended, so a streamed
+download keeps its place for as long as ProGet is serving it.
+
+Concurrency and upload limits are per replica on purpose: a shared counter would have to be released
+by a process that may die mid-request (leaking slots until a lease expires) and would add a Redis round
+trip to the end of every request; with N replicas the effective bound is N times the configured value,
+which is what ProGet sees anyway, since its own cap is also about connections, not clients. Rates are
+shared through Redis because they are about totals over time, which add up across replicas.
+
+Shadow mode (``rate_limit.shadow``) decides everything the same way but refuses nothing: the audit
+line gets ``limit: would_refuse:<code>`` and the refusal counter ``mode="shadow"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway import metrics
+from gateway.audit import Flow
+from gateway.errors import (
+    ConcurrencyLimited,
+    RateLimitBackendUnavailable,
+    RateLimited,
+    Throttled,
+    UploadsLimited,
+    UpstreamQueueFull,
+    UpstreamQueueTimeout,
+)
+from gateway.ratelimit import BackendError, Buckets, LocalBuckets, RedisBuckets, rate_headers, retry_after
+from gateway.settings import ClientLimits, ClientSettings, Config
+
+QUEUE_RETRY_AFTER = 1  # seconds: slots free up as fast as ProGet answers; a short retry is right
+
+
+class FairQueue:
+    """At most ``capacity`` holders; beyond that, a bounded FIFO queue that is fair across clients.
+
+    Fairness, two ways: (1) waiters sit in one FIFO sub-queue per client and a freed slot goes to the
+    sub-queues in turn (round robin), so a client's place does not depend on how many requests another
+    client has queued; (2) one client may hold at most ``share`` of the ``size`` queue places (half by
+    default), so one runaway client can never fill the queue and leave others nothing but 503s.
+    """
+
+    def __init__(self, capacity: int, size: int, timeout: float, share: int | None = None) -> None:
+        self.capacity, self.size, self.timeout = capacity, size, timeout
+        self.share = share if share is not None else max(1, size // 2)
+        self.holders = 0
+        self.queued = 0
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # dict order = round-robin order
+
+    async def acquire(self, client: str) -> None:
+        """Take a slot, waiting in the queue if needed; raise ``UpstreamQueueFull`` / ``...Timeout``."""
+        if self.holders < self.capacity and self.queued == 0:
+            self.holders += 1
+            return
+        mine = self._waiting.get(client)
+        if self.queued >= self.size or (mine is not None and len(mine) >= self.share):
+            raise UpstreamQueueFull(QUEUE_RETRY_AFTER)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(client, deque()).append(future)
+        self._count(+1)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await future
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot arrived as we gave up: pass it on
+            else:
+                self._forget(client, future)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamQueueTimeout(QUEUE_RETRY_AFTER) from None
+            raise
+
+    def release(self) -> None:
+        """Hand the slot to the next client in turn, or free it."""
+        while self._waiting:
+            client, waiters = next(iter(self._waiting.items()))
+            future = waiters.popleft()
+            del self._waiting[client]
+            if waiters:
+                self._waiting[client] = waiters  # to the back of the round
+            self._count(-1)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.holders -= 1
+
+    def _forget(self, client: str, future: asyncio.Future[None]) -> None:
+        waiters = self._waiting.get(client)
+        if waiters is not None and future in waiters:
+            waiters.remove(future)
+            self._count(-1)
+            if not waiters:
+                del self._waiting[client]
+
+    def _count(self, delta: int) -> None:
+        self.queued += delta
+        metrics.QUEUE_DEPTH.set(self.queued)
+
+
+@dataclass(frozen=True, slots=True)
+class _Counter:
+    """Per-client counts of something in flight (requests, uploads), in this process."""
+
+    counts: dict[str, int]
+
+    def try_enter(self, client: str, limit: int | None) -> bool:
+        if limit is not None and self.counts.get(client, 0) >= limit:
+            return False
+        self.counts[client] = self.counts.get(client, 0) + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        left = self.counts[client] - 1
+        if left:
+            self.counts[client] = left
+        else:
+            del self.counts[client]
+
+
+def effective_limits(client: ClientSettings, default: ClientLimits) -> ClientLimits:
+    """The client's own limits, each missing one taken from ``limits.default_client``."""
+    own = client.limits
+    return ClientLimits(
+        rate=own.rate or default.rate,
+        concurrency=own.concurrency or default.concurrency,
+        uploads=own.uploads or default.uploads,
+    )
+
+
+class Admission:
+    """The limits of one process; built once from the config, closed with the app."""
+
+    def __init__(self, config: Config, buckets: Buckets | None = None) -> None:
+        settings = config.settings
+        default = settings.limits.default_client
+        self._limits = {c.name: effective_limits(c, default) for c in settings.clients}
+        self._policy = settings.rate_limit
+        self._backend = settings.rate_limit.backend
+        self._buckets = buckets or _buckets(config)
+        self._requests = _Counter({})
+        self._uploads = _Counter({})
+        upstream = settings.upstream
+        self._queue = (
+            FairQueue(upstream.max_in_flight, upstream.queue.max, upstream.queue.timeout)
+            if upstream.max_in_flight is not None
+            else None
+        )
+
+    async def close(self) -> None:
+        await self._buckets.close()
+
+    @contextlib.asynccontextmanager
+    async def admit(self, flow: Flow, client: str, upload: bool) -> AsyncIterator[None]:
+        """Hold the client's and ProGet's slots for the body of the ``async with``, or raise 429/503."""
+        limits = self._limits[client]
+        async with contextlib.AsyncExitStack() as held:
+            await self._check_rate(flow, client, limits)
+            self._enter(flow, client, self._requests, limits.concurrency, ConcurrencyLimited, held)
+            if upload:
+                self._enter(flow, client, self._uploads, limits.uploads, UploadsLimited, held)
+            if self._queue is not None:
+                await self._wait_for_slot(flow, client, self._queue, held)
+            yield
+
+    async def _check_rate(self, flow: Flow, client: str, limits: ClientLimits) -> None:
+        if limits.rate is None:
+            return
+        try:
+            decision = await self._buckets.take(client, limits.rate)
+        except BackendError:
+            metrics.LIMIT_BACKEND_ERRORS.labels(self._backend).inc()
+            if self._policy.on_backend_error == "deny":
+                self._refuse(flow, client, RateLimitBackendUnavailable(QUEUE_RETRY_AFTER))
+            flow.limit = flow.limit or "backend_error"
+            return
+        if not decision.allowed:
+            headers = rate_headers(limits.rate, decision)
+            self._refuse(flow, client, RateLimited(retry_after(decision), headers))
+
+    def _enter(
+        self,
+        flow: Flow,
+        client: str,
+        counter: _Counter,
+        limit: int | None,
+        error: type[Throttled],
+        held: contextlib.AsyncExitStack,
+    ) -> None:
+        if counter.try_enter(client, limit):
+            held.callback(counter.leave, client)
+        else:
+            self._refuse(flow, client, error(1))
+
+    async def _wait_for_slot(
+        self, flow: Flow, client: str, queue: FairQueue, held: contextlib.AsyncExitStack
+    ) -> None:
+        if self._policy.shadow:  # never wait; count what a full queue would refuse
+            if queue.holders >= queue.capacity + queue.size:
+                self._refuse(flow, client, UpstreamQueueFull(QUEUE_RETRY_AFTER))
+            queue.holders += 1
+            held.callback(_leave_shadow, queue)
+            return
+        started = time.perf_counter()
+        try:
+            await queue.acquire(client)
+        except Throttled as error:
+            self._refuse(flow, client, error)
+        finally:
+            metrics.QUEUE_WAIT.observe(time.perf_counter() - started)
+        metrics.IN_FLIGHT.inc()
+        held.callback(metrics.IN_FLIGHT.dec)
+        held.callback(queue.release)
+
+    def _refuse(self, flow: Flow, client: str, error: Throttled) -> None:
+        """Raise ``error``, or in shadow mode only note it (the first one) and carry on."""
+        mode = "shadow" if self._policy.shadow else "enforce"
+        metrics.LIMIT_REFUSALS.labels(client, error.code, mode).inc()
+        if mode == "enforce":
+            raise error
+        flow.limit = flow.limit or f"would_refuse:{error.code}"
+
+
+def _leave_shadow(queue: FairQueue) -> None:
+    queue.holders -= 1
+
+
+def _buckets(config: Config) -> Buckets:
+    redis = config.settings.rate_limit.redis
+    if config.settings.rate_limit.backend == "redis" and redis is not None and config.redis_url is not None:
+        return RedisBuckets(config.redis_url.get_secret_value(), redis)
+    return LocalBuckets()
