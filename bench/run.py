@@ -1,23 +1,26 @@
-"""Speed and memory of proget-gateway beside yardsticks, on loopback. Prints figures; asserts nothing.
+"""Speed and memory of proget-gateway beside yardsticks, measured in one run. Prints; asserts nothing.
 
-Upstream: nginx serving a small answer, a 1 GiB file and an upload sink, so the upstream is never the
-bottleneck. In front of it, one at a time:
-  nginx proxy_pass            — the C baseline, the ceiling for any proxy here
-  naive Starlette + httpx     — relay only, to measure the client library (bench/naive_proxy.py)
-  naive Starlette + aiohttp   — relay only, same stack, the other client
-  proget-gateway              — the full pipeline: token → client → policy → rewrite → stream → audit
+Every proxy runs as one process pinned to core 1 (``taskset -c 1``); the nginx upstream and the load
+generator share core 0, so each proxy gets exactly one core and the ratios compare like with like:
 
-For each: small-request throughput and latency (wrk, 32 connections, a gateway token in X-ApiKey),
-1 GiB download and 1 GiB upload (curl), and the proxy's peak resident memory (VmHWM).
+  nginx proxy_pass           the C baseline, the ceiling for any proxy here
+  bare relay                 uvicorn (httptools, uvloop) + aiohttp, plain ASGI (bench/relay.py)
+  naive Starlette + httpx    the design card's stack, for reference (bench/naive_proxy.py)
+  proget-gateway (token)     the whole pipeline, a gateway token in Authorization: Bearer
+  proget-gateway (JWT)       the same with a workload-identity JWT (verification cached)
 
-    .venv/bin/python bench/run.py [--seconds 10] [--size-mib 1024]
+Then: 1 GiB down/up, cost curves (concurrency; configured clients and rules; a 1 MiB inspected JSON
+body), and a 60 s run for drift and peak memory. The last block prints the issue-9 ratios.
 
-Needs nginx, wrk and curl (bench/setup.sh installs them).
+    .venv/bin/python bench/run.py [--seconds 10] [--size-mib 1024] [--quick]
+
+Needs nginx, wrk, curl and taskset (bench/setup.sh installs them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -27,17 +30,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import jwt
 import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.settings import token_hash
 
 TOKEN = "pgw_bench_" + "0" * 40
 KEY = "bench-proget-key"
+ISSUER = "https://issuer.bench.invalid"
 ROOT = Path(__file__).resolve().parent.parent
+PROXY_CORE, LOAD_CORE = "1", "0"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -46,7 +57,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20) -> None:
+def wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -54,6 +65,10 @@ def wait_port(port: int, timeout: float = 20) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def pinned(core: str, args: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *args]
 
 
 @contextmanager
@@ -64,7 +79,7 @@ def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[
         try:
             wait_port(port)
         except RuntimeError:
-            raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-2000:]}") from None
+            raise RuntimeError(f"{args} did not start:\n{log.read_text()[-2000:]}") from None
         yield proc
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -80,12 +95,12 @@ def nginx_conf(tmp: Path, port: int, body: str) -> Path:
     conf.write_text(
         f"""
 daemon off; master_process off; worker_processes 1; error_log stderr warn; pid {tmp}/nginx-{port}.pid;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
-  access_log off; sendfile on; keepalive_requests 100000;
+  access_log off; sendfile on; keepalive_requests 1000000;
   client_body_temp_path {tmp}/body-{port}; proxy_temp_path {tmp}/proxy-{port};
   fastcgi_temp_path {tmp}/f-{port}; uwsgi_temp_path {tmp}/u-{port}; scgi_temp_path {tmp}/s-{port};
-  server {{ listen 127.0.0.1:{port}; {body} }}
+  server {{ listen 127.0.0.1:{port} backlog=4096; {body} }}
 }}
 """
     )
@@ -93,9 +108,11 @@ http {{
 
 
 def upstream_body(tmp: Path) -> str:
+    small = json.dumps({"Feed_Name": "internal", "Feed_Id": 1, "FeedType_Name": "nuget"} | {"x": "y" * 150})
     return f"""
     client_max_body_size 0;
-    location = /api/small {{ default_type application/json; return 200 '{{"Feed_Name":"internal","ok":true}}'; }}
+    location = /api/small {{ default_type application/json; return 200 '{small}'; }}
+    location = /api/json/Feeds_GetFeeds {{ default_type application/json; return 200 '{small}'; }}
     location = /api/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on; }}
     location /api/files/ {{ alias {tmp}/files/; }}
 """
@@ -109,60 +126,164 @@ def proxy_body(upstream: int) -> str:
 """
 
 
-def gateway_config(tmp: Path, upstream: int, port: int) -> Path:
+# --- the gateway's config and credentials ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Jwt:
+    token: str
+    jwks: dict[str, Any]
+
+
+def make_jwt() -> Jwt:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = key.public_key().public_numbers()
+
+    def b64(n: int) -> str:
+        return urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+    jwk = {
+        "kty": "RSA",
+        "kid": "bench",
+        "alg": "RS256",
+        "use": "sig",
+        "n": b64(numbers.n),
+        "e": b64(numbers.e),
+    }
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": "proget-gateway", "sub": "bench", "iat": now, "exp": now + 86400}
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+    return Jwt(token, {"keys": [jwk]})
+
+
+def gateway_config(
+    tmp: Path, upstream: int, port: int, jwks: dict[str, Any], clients: int = 2, rules: int = 1
+) -> Path:
+    """The bench client (token), a JWT client, and ``clients - 2`` others with ``rules`` rules each."""
+    jwks_file = tmp / "jwks.json"
+    jwks_file.write_text(json.dumps(jwks))
+    filler = [{"methods": ["PUT"], "paths": [f"/nuget/feed{i}/**"], "key": "bench"} for i in range(rules - 1)]
+    every = [*filler, {"native": ["Feeds_GetFeeds"], "key": "bench"}, {"key": "bench"}]
     config = {
         "upstream": {"url": f"http://127.0.0.1:{upstream}"},
         "listen": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": free_port()},
         "keys": {"bench": {"value": KEY}},
+        "native_api": {"allow": ["Feeds_GetFeeds"]},
         "clients": [
-            {"name": "bench", "tokens": [f"sha256:{token_hash(TOKEN)}"], "rules": [{"key": "bench"}]}
+            *(
+                {
+                    "name": f"other-{i}",
+                    "tokens": [f"sha256:{token_hash(f'other-token-{i:08d}' * 3)}"],
+                    "rules": every,
+                }
+                for i in range(max(clients - 2, 0))
+            ),
+            {"name": "bench", "tokens": [f"sha256:{token_hash(TOKEN)}"], "rules": every},
+            {
+                "name": "bench-jwt",
+                "jwt": {"issuer": ISSUER, "audience": "proget-gateway", "jwks_file": str(jwks_file)},
+                "rules": every,
+            },
         ],
+        "limits": {"max_rewrite_body_bytes": 2 * 1024 * 1024},
     }
-    path = tmp / "gateway.yaml"
+    path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def wrk(port: int, seconds: int) -> tuple[float, str, str]:
+# --- measuring -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    cpu_us: float  # proxy CPU time per request
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wrk(
+    port: int,
+    seconds: float,
+    auth: str,
+    conns: int = 32,
+    path: str = "/api/small",
+    script: Path | None = None,
+) -> tuple[float, float, float, int]:
+    args = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-H",
+        auth,
+    ]
+    if script is not None:
+        args += ["-s", str(script)]
     out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            "-c32",
-            f"-d{seconds}s",
-            "--latency",
-            "-H",
-            f"X-ApiKey: {TOKEN}",
-            f"http://127.0.0.1:{port}/api/small",
-        ],
+        pinned(LOAD_CORE, [*args, f"http://127.0.0.1:{port}{path}"]),
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
-        raise RuntimeError(f"wrk saw {errors.group(1)} error responses on {port}:\n{out}")
-    return rps, p50, p99
+        raise RuntimeError(f"wrk saw {errors.group(1)} error responses on {port}{path}:\n{out}")
+    return rps, p50, p99, total
+
+
+def load(pid: int, port: int, seconds: float, auth: str, **kw: Any) -> Load:
+    before = cpu_seconds(pid)
+    rps, p50, p99, total = wrk(port, seconds, auth, **kw)
+    used = cpu_seconds(pid) - before
+    return Load(rps, p50, p99, total, used / max(total, 1) * 1e6)
+
+
+def warm(port: int, auth: str) -> None:
+    subprocess.run(
+        pinned(LOAD_CORE, ["wrk", "-t1", "-c4", "-d1s", "-H", auth, f"http://127.0.0.1:{port}/api/small"]),
+        capture_output=True,
+        check=True,
+    )
 
 
 def curl_seconds(args: list[str]) -> float:
     out = subprocess.run(
-        [
-            "curl",
-            "-sS",
-            "--fail",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_total}",
-            "-H",
-            f"X-ApiKey: {TOKEN}",
-            *args,
-        ],
+        pinned(
+            LOAD_CORE,
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_total}",
+                "-H",
+                f"Authorization: Bearer {TOKEN}",
+                *args,
+            ],
+        ),
         capture_output=True,
         text=True,
         check=True,
@@ -177,89 +298,207 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def measure(name: str, port: int, proc: subprocess.Popen[bytes], big: Path, mib: int, seconds: int) -> str:
-    subprocess.run(
-        ["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{port}/api/small", "-H", f"X-ApiKey: {TOKEN}"],
-        capture_output=True,
-        check=True,
-    )  # warm-up
-    rps, p50, p99 = wrk(port, seconds)
-    down = curl_seconds([f"http://127.0.0.1:{port}/api/files/big.bin"])
-    up = curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}/api/upload"])
-    row = (
-        f"| {name:<26} | {rps:>9,.0f} | {p50:>7} | {p99:>7} | {mib / down:>8,.0f} | {mib / up:>8,.0f} "
-        f"| {peak_rss_mib(proc.pid):>7.0f} |"
+def post_script(tmp: Path, size: int) -> Path:
+    """A wrk script that POSTs a ``size``-byte JSON document to the Native API (an inspected body)."""
+    body = json.dumps({"Feed_Name": "internal", "Filler": "x" * (size - 40)})
+    data = tmp / "body.json"
+    data.write_text(body)
+    script = tmp / "post.lua"
+    script.write_text(
+        f'local f = io.open("{data}", "rb"); wrk.body = f:read("*a"); f:close()\n'
+        'wrk.method = "POST"; wrk.headers["Content-Type"] = "application/json"\n'
     )
-    print(row, flush=True)
-    return row
+    return script
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+
+BEARER = f"Authorization: Bearer {TOKEN}"
+
+
+def row(name: str, r: Load, extra: str = "") -> None:
+    print(
+        f"| {name:<28} | {r.rps:>9,.0f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | {r.cpu_us:>7.0f} |{extra}",
+        flush=True,
+    )
+
+
+def header(title: str, extra: str = "") -> None:
+    print(f"\n{title}\n")
+    print(f"| {'proxy':<28} |    req/s  | p50 ms  | p99 ms  | CPU µs/req |{extra}")
+    print(f"|{'-' * 30}|----------:|--------:|--------:|--------:|{'---:|' * extra.count('|')}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--quick", action="store_true", help="short runs, no 60 s drift run (a smoke test)")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "curl"):
+    for tool in ("nginx", "wrk", "curl", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: run bench/setup.sh")
+    if args.quick:
+        args.seconds, args.size_mib = 2, 64
     with tempfile.TemporaryDirectory(prefix="pgw-bench-") as t:
         tmp = Path(t)
-        (tmp / "files").mkdir()
-        (tmp / "up").mkdir()  # nginx stores each upload here (WebDAV PUT): it reads the whole body first
-        big = tmp / "files" / "big.bin"
-        with big.open("wb") as f:
-            f.truncate(args.size_mib * 1024 * 1024)
-        log = tmp / "bench.log"
-        up_port = free_port()
-        print(
-            f"{os.cpu_count()} CPUs; wrk -t2 -c32 -d{args.seconds}s GET /api/small; {args.size_mib} MiB transfers\n"
-        )
-        print(
-            "| proxy                      |    req/s  |    p50  |    p99  | down MB/s | up MB/s | RSS MiB |"
-        )
-        print(
-            "|----------------------------|----------:|--------:|--------:|----------:|--------:|--------:|"
-        )
-        upstream = ["nginx", "-c", str(nginx_conf(tmp, up_port, upstream_body(tmp)))]
-        with process(upstream, up_port, log):
-            candidates = {
-                "nginx proxy_pass": lambda p: ["nginx", "-c", str(nginx_conf(tmp, p, proxy_body(up_port)))],
-                "naive Starlette + httpx": lambda p: [
-                    sys.executable,
-                    "bench/naive_proxy.py",
-                    "--client",
-                    "httpx",
-                    "--upstream",
-                    f"http://127.0.0.1:{up_port}",
-                    "--port",
-                    str(p),
-                ],
-                "naive Starlette + aiohttp": lambda p: [
-                    sys.executable,
-                    "bench/naive_proxy.py",
-                    "--client",
-                    "aiohttp",
-                    "--upstream",
-                    f"http://127.0.0.1:{up_port}",
-                    "--port",
-                    str(p),
-                ],
-                "proget-gateway": lambda p: [
-                    sys.executable,
-                    "-m",
-                    "gateway",
-                    "serve",
-                    "--config",
-                    str(gateway_config(tmp, up_port, p)),
-                ],
-            }
-            for name, command in candidates.items():
-                port = free_port()
-                with process(command(port), port, log) as proc:
-                    measure(name, port, proc, big, args.size_mib, args.seconds)
+        return run(tmp, args)
+
+
+def run(tmp: Path, args: argparse.Namespace) -> int:
+    (tmp / "files").mkdir()
+    (tmp / "up").mkdir()  # nginx stores each upload here (WebDAV PUT): it reads the whole body first
+    big = tmp / "files" / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(args.size_mib * 1024 * 1024)
+    log = tmp / "bench.log"
+    up_port = free_port()
+    creds = make_jwt()
+    jwt_auth = f"Authorization: Bearer {creds.token}"
+    s = args.seconds
+    print(
+        f"{os.cpu_count()} CPUs; proxies pinned to core {PROXY_CORE}, nginx upstream and wrk to core {LOAD_CORE}"
+    )
+    print(
+        f"wrk -t1 -c32 -d{s}s GET /api/small (a {len(upstream_body(tmp))}-byte config; 228-byte JSON answer)"
+    )
+
+    def gw(port: int, clients: int = 2, rules: int = 1) -> list[str]:
+        config = gateway_config(tmp, up_port, port, creds.jwks, clients, rules)
+        return [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+
+    def relay(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "bench/relay.py",
+            "--upstream",
+            f"http://127.0.0.1:{up_port}",
+            "--port",
+            str(port),
+        ]
+
+    candidates: dict[str, Callable[[int], list[str]]] = {
+        "nginx proxy_pass": lambda p: ["nginx", "-c", str(nginx_conf(tmp, p, proxy_body(up_port)))],
+        "bare relay (uvicorn+aiohttp)": relay,
+        "naive Starlette + httpx": lambda p: [
+            sys.executable,
+            "bench/naive_proxy.py",
+            "--client",
+            "httpx",
+            "--upstream",
+            f"http://127.0.0.1:{up_port}",
+            "--port",
+            str(p),
+        ],
+        "proget-gateway": gw,
+    }
+    results: dict[str, Load] = {}
+    transfer: dict[str, tuple[float, float, float]] = {}
+    upstream = pinned(LOAD_CORE, ["nginx", "-c", str(nginx_conf(tmp, up_port, upstream_body(tmp)))])
+    with process(upstream, up_port, log):
+        header("Small requests, c=32", " down MB/s | up MB/s | RSS MiB |")
+        for name, command in candidates.items():
+            port = free_port()
+            with process(pinned(PROXY_CORE, command(port)), port, log) as proc:
+                warm(port, BEARER)
+                results[name] = r = load(proc.pid, port, s, BEARER)
+                if name == "proget-gateway":
+                    warm(port, jwt_auth)
+                    results["proget-gateway (JWT)"] = load(proc.pid, port, s, jwt_auth)
+                if name == "naive Starlette + httpx":
+                    row(name, r, " — | — | — |")
+                    continue
+                down = args.size_mib / curl_seconds([f"http://127.0.0.1:{port}/api/files/big.bin"])
+                up = args.size_mib / curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}/api/upload"])
+                transfer[name] = (down, up, peak_rss_mib(proc.pid))
+                row(name, r, f" {down:>8,.0f} | {up:>7,.0f} | {peak_rss_mib(proc.pid):>7.0f} |")
+                if name == "proget-gateway":
+                    row("proget-gateway (JWT)", results["proget-gateway (JWT)"], " — | — | — |")
+        curves(tmp, log, s, candidates["bare relay (uvicorn+aiohttp)"], gw)
+        drift = None if args.quick else drift_run(log, gw, big)
+    ratios(results, transfer, drift)
     return 0
+
+
+def curves(
+    tmp: Path, log: Path, s: float, relay: Callable[[int], list[str]], gw: Callable[..., list[str]]
+) -> None:
+    header("Cost curve: concurrency (c = connections)")
+    for name, command in (("bare relay", relay), ("proget-gateway", gw)):
+        port = free_port()
+        with process(pinned(PROXY_CORE, command(port)), port, log) as proc:
+            warm(port, BEARER)
+            for conns in (1, 32, 256, 1024):
+                row(f"{name}, c={conns}", load(proc.pid, port, s / 2, BEARER, conns=conns))
+    header("Cost curve: configured clients, 100 rules each (the matching rule is the last)")
+    for clients in (10, 1000, 10000):
+        port = free_port()
+        with process(pinned(PROXY_CORE, gw(port, clients, 100)), port, log) as proc:
+            warm(port, BEARER)
+            row(f"gateway, {clients:,} clients", load(proc.pid, port, s / 2, BEARER))
+    header("Cost curve: a 1 MiB JSON body the gateway inspects (POST /api/json/Feeds_GetFeeds)")
+    port = free_port()
+    with process(pinned(PROXY_CORE, gw(port)), port, log) as proc:
+        script = post_script(tmp, 1024 * 1024)
+        for conns in (1, 8):
+            r = load(
+                proc.pid, port, s / 2, BEARER, conns=conns, path="/api/json/Feeds_GetFeeds", script=script
+            )
+            row(f"gateway, 1 MiB JSON, c={conns}", r, f" {r.rps * 1.048576:,.0f} MB/s |")
+
+
+def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float, float, int, float]:
+    """One download and one upload of ``big``, then 60 s in six 10 s rounds: req/s of the first and
+    last round, requests served, peak RSS over all of it."""
+    header("60 s run (six 10 s rounds) after one download and one upload: drift and memory")
+    port = free_port()
+    with process(pinned(PROXY_CORE, gw(port)), port, log) as proc:
+        curl_seconds([f"http://127.0.0.1:{port}/api/files/big.bin"])
+        curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}/api/upload"])
+        warm(port, BEARER)
+        rounds = [load(proc.pid, port, 10, BEARER) for _ in range(6)]
+        for i, r in enumerate(rounds):
+            row(f"gateway, round {i + 1}", r)
+        total = sum(r.requests for r in rounds)
+        return rounds[0].rps, rounds[-1].rps, total, peak_rss_mib(proc.pid)
+
+
+def ratios(
+    results: dict[str, Load],
+    transfer: dict[str, tuple[float, float, float]],
+    drift: tuple[float, float, int, float] | None,
+) -> None:
+    gw, relay, nginx = (
+        results["proget-gateway"],
+        results["bare relay (uvicorn+aiohttp)"],
+        results["nginx proxy_pass"],
+    )
+    jwt_ = results["proget-gateway (JWT)"]
+    print("\nIssue 9 targets, from this run\n")
+    lines = [
+        ("gateway ÷ bare relay, req/s (target ≥ 1.2)", f"{gw.rps / relay.rps:.2f}"),
+        ("gateway ÷ nginx, req/s (target ≥ 0.2)", f"{gw.rps / nginx.rps:.2f}"),
+        ("gateway p99, ms (target ≤ 25)", f"{gw.p99_ms:.1f}"),
+        ("JWT client ÷ token client, req/s (target ≥ 0.9)", f"{jwt_.rps / gw.rps:.2f}"),
+        ("gateway CPU µs/req; relay; nginx", f"{gw.cpu_us:.0f}; {relay.cpu_us:.0f}; {nginx.cpu_us:.0f}"),
+    ]
+    if "proget-gateway" in transfer:
+        g, n = transfer["proget-gateway"], transfer["nginx proxy_pass"]
+        lines += [
+            ("download ÷ nginx (target ≥ 1.0)", f"{g[0] / n[0]:.2f}"),
+            ("upload ÷ nginx (target ≥ 1.0)", f"{g[1] / n[1]:.2f}"),
+        ]
+    if drift is not None:
+        first, last, total, rss = drift
+        lines += [
+            ("last ÷ first 10 s round, req/s (no drift ≈ 1.0)", f"{last / first:.2f}"),
+            (f"peak RSS after both transfers and {total:,} requests, MiB (target ≤ 100)", f"{rss:.0f}"),
+        ]
+    for what, value in lines:
+        print(f"- {what}: **{value}**")
 
 
 if __name__ == "__main__":

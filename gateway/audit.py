@@ -8,16 +8,15 @@ path only (query dropped, control bytes escaped, truncated), because its query w
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import IO
 
 from gateway.errors import GatewayError
-
-logger = logging.getLogger("proget_gateway.audit")
 
 
 @dataclass(slots=True)
@@ -77,7 +76,7 @@ def safe_raw_path(raw_target: bytes, limit: int = 256) -> str:
 
 def event(flow: Flow) -> dict[str, object]:
     return {
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "time": _clock.now(),
         "request_id": flow.request_id,
         "client": flow.client,
         "sub": flow.subject,
@@ -98,14 +97,73 @@ def event(flow: Flow) -> dict[str, object]:
     }
 
 
+class _Clock:
+    """ISO 8601 UTC time with milliseconds; the seconds part is formatted once per second, not per line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((t - second) * 1000):03d}+00:00"
+
+
+_clock = _Clock()
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for the process, not one per line
+
+
+class _Writer:
+    """Audit lines, batched: every line finished in one event-loop iteration goes out in one ``write``.
+
+    Measured (bench/README.md): building the line through ``logging`` (a LogRecord, ``getpid``,
+    ``findCaller``) plus a write and flush per request was 13 % of the gateway's CPU. Here a line is
+    appended to a list and one flush is scheduled with ``call_soon``, so under load many lines share a
+    syscall and at rest a line is written within the same loop iteration. Nothing is ever dropped: the
+    write is a plain blocking write, so a log reader that stops reading slows the gateway down rather
+    than losing security records; lines still pending at exit are written by ``atexit``.
+    """
+
+    def __init__(self) -> None:
+        self.stream: IO[str] | None = None
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def add(self, line: str) -> None:
+        self._pending.append(line)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no loop (CLI paths, unit tests): write at once
+            return
+        self._scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending or self.stream is None:
+            return
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        self.stream.write(text)
+        self.stream.flush()
+
+
+_writer = _Writer()
+atexit.register(_writer.flush)
+
+
 def emit(flow: Flow) -> None:
-    logger.info(json.dumps(event(flow), separators=(",", ":")))
+    """Queue the request's audit line (written within this event-loop iteration)."""
+    _writer.add(_encode(event(flow)))
 
 
-def configure(stream: object = None) -> None:
+def configure(stream: IO[str] | None = None) -> None:
     """Send audit lines, bare, to stdout (or ``stream``); the platform's log shipper takes it from there."""
-    handler = logging.StreamHandler(stream or sys.stdout)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    _writer.flush()
+    _writer.stream = stream or sys.stdout
