@@ -24,11 +24,13 @@ from gateway.audit import Flow
 from gateway.bodies import read_capped
 from gateway.canonical import canonicalize
 from gateway.credentials import BodyKind, body_kind, find_credentials
+from gateway.egress import check_egress, presented
 from gateway.errors import ClientAborted, GatewayError, InternalError
 from gateway.forward import forward
 from gateway.framing import check_head
 from gateway.identity import identify
 from gateway.policy import decide
+from gateway.redact import redact_error
 from gateway.responses import send_error
 from gateway.rewrite import client_view, rewrite_request
 from gateway.settings import Config
@@ -105,7 +107,7 @@ async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
         return
     if flow.response_started:
         raise StreamAborted(error.code) from None
-    await send_error(send, error, flow.request_id)
+    await send_error(send, redact_error(error, flow.secrets), flow.request_id)
 
 
 async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
@@ -113,6 +115,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     limits = config.settings.limits
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])  # a snapshot: what is checked is sent
     target_bytes = raw_target(scope)
+    flow.secrets = presented(headers)  # redacted from the log even if the request is refused below
     flow.path = audit.safe_raw_path(target_bytes)
 
     head = check_head(flow.method, headers, limits)
@@ -128,6 +131,8 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
             await identify(early, config, runtime.jwt)
         body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout)
     credentials = find_credentials(headers, target, body, kind, limits)
+    if credentials.token is not None:
+        flow.secrets = flow.secrets.adding(credentials.token.encode("utf-8", "surrogateescape"))
     flow.credential_source = ",".join(credentials.sources) or "none"
     if credentials.query:
         flow.path += "?" + audit.query_names(credentials.query)
@@ -142,6 +147,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     request = rewrite_request(
         flow.method, target, headers, head, credentials, key, view, config, flow.request_id
     )
+    check_egress(request, flow.secrets)  # the backstop: nothing presented leaves, in any encoding
     flow.decision = "allow"
     upload = request.body is None and head.has_body
     admitted = (
