@@ -46,15 +46,16 @@ def presented(headers: Iterable[tuple[bytes, bytes]]) -> Needles:
     settles on (it may come from the query or the body) is added with ``Needles.adding``, whatever its
     length.
     """
-    values = [v for name, value in headers if is_credential_header(name) for v in _values(name, value)]
+    lowered = ((name.lower(), value) for name, value in headers)
+    values = [v for name, value in lowered if is_credential_header(name) for v in _values(name, value)]
     return Needles.of(v for v in values if len(v) >= MIN_FORM)
 
 
 def _values(name: bytes, value: bytes) -> list[bytes]:
-    if name.lower() == b"cookie":
+    if name == b"cookie":
         return []  # stripped as a whole; its values are a browser session's, not this client's token
     value = value.strip()
-    if name.lower().replace(b"_", b"-") not in _AUTH_SCHEMES:
+    if name.replace(b"_", b"-") not in _AUTH_SCHEMES:
         return [value]
     scheme, _, rest = value.partition(b" ")
     rest = rest.strip()

@@ -13,11 +13,12 @@ Two halves, so that neither has to enumerate what the other covers:
   and last characters also depend on the neighbouring bytes; those unstable edge characters are cut.
 - *escapes* the attacker can apply to any subset of characters (``t%6fken``, ``t\\u006fken``) are
   undone on the haystack instead: percent-decoding (twice, and once more after a JSON unescape) and
-  JSON ``\\u``/``\\/`` escapes. These only run when the haystack holds a ``%`` or a ``\\``, so
-  ordinary traffic pays for one ``lower()`` and one substring search per needle.
+  JSON ``\\u``, ``\\"``, ``\\\\`` and ``\\/`` escapes. These only run when the haystack holds a
+  ``%`` or a ``\\``, so ordinary traffic pays for one ``lower()`` and one substring search per needle.
 
 Everything is compared lowercased: case never hides a secret (hex and the raw token in any case), and a
-lowercased base64 needle of 10 or more characters is still far too specific to match by accident.
+lowercased base64 needle from a real token (tens of characters) is still far too specific to match by
+accident.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 MIN_FORM = 6  # an encoded form shorter than this (from a very short secret) would match by accident
-_JSON_ESCAPE = re.compile(rb"\\(?:u([0-9a-f]{4})|(/))")
+_JSON_ESCAPE = re.compile(rb'\\(?:u([0-9a-f]{4})|(["\\/]))')
 _MAX_DECODES = 3  # percent, percent again, JSON — in any order
 
 
@@ -79,7 +80,7 @@ def _decode_once(text: bytes) -> list[bytes]:
 
 def _unescape(match: re.Match[bytes]) -> bytes:
     if match.group(2):
-        return b"/"
+        return match.group(2)
     return chr(int(match.group(1), 16)).encode("utf-8", "surrogatepass")
 
 
