@@ -1,7 +1,8 @@
 """The order of the stages, written once.
 
 request head checked → canonical path → body plan → credentials found → client identified →
-policy decides the key → request rewritten → admitted under limits → forwarded and streamed → audited.
+policy decides the key → request rewritten → egress guard → admitted under limits → forwarded and streamed →
+audited.
 
 Each stage is a module with one main function. Stages raise :mod:`gateway.errors`; this module is the
 one handler: before the response has started an error is rendered (``responses.send_error``); after,
@@ -30,7 +31,7 @@ from gateway.forward import forward
 from gateway.framing import check_head
 from gateway.identity import identify
 from gateway.policy import decide
-from gateway.redact import redact_error
+from gateway.redact import redact_error, redact_exception
 from gateway.responses import send_error
 from gateway.rewrite import client_view, rewrite_request
 from gateway.settings import Config
@@ -86,8 +87,9 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
             raise
         _uncancel()
         flow.fail(ClientAborted())
-    except Exception:
+    except Exception as unexpected:
         await _refuse(flow, InternalError(), send)
+        redact_exception(unexpected, flow.secrets)  # the server logs it: no credential in its message
         raise
     finally:
         flow.duration_s = time.perf_counter() - flow.started

@@ -1,9 +1,10 @@
 """The one redactor: every client-derived string passes through :func:`redact` before it is written.
 
-The audit writer runs every string field of its line through it (:func:`gateway.audit.event`) and the
-error handler every error detail (:func:`redact_error`), so a value does not need to be recognised as
-sensitive where it is produced: a token that reached the request path, a header-derived field or a
-claim is replaced all the same. Two things are removed:
+The audit writer runs every string field of its line through it (:func:`gateway.audit.event`), the
+error handler every error detail (:func:`redact_error`) and every unexpected exception's message
+(:func:`redact_exception`), so a value does not need to be recognised as sensitive where it is
+produced: a token that reached the request path, a header-derived field or a claim is replaced all the
+same. Two things are removed:
 
 - userinfo in an absolute URL (``http://api:<token>@host/`` → ``http://***@host/``): it is a
   credential whatever its value, and it may be one the client never presented anywhere else;
@@ -51,6 +52,17 @@ def redact_error(error: GatewayError, secrets: Needles) -> GatewayError:
         error.detail = detail
         error.args = (detail,)
     return error
+
+
+def redact_exception(error: BaseException, secrets: Needles) -> None:
+    """Redact the string arguments of an unexpected exception and of its causes, in place, before the
+    server logs it with its traceback (a traceback shows messages, never local values)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in current.args)
+        current = current.__cause__ or current.__context__
 
 
 def _bytes(text: str) -> bytes:

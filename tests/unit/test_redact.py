@@ -13,7 +13,7 @@ from gateway.audit import Flow, event
 from gateway.egress import presented
 from gateway.errors import CredentialMalformed
 from gateway.needles import Needles
-from gateway.redact import PLACEHOLDER, redact, redact_error
+from gateway.redact import PLACEHOLDER, redact, redact_error, redact_exception
 from tests.leak_oracle import leaked_form
 
 TOKEN = "pgw_ci_" + "a" * 40
@@ -66,3 +66,15 @@ def test_every_audit_field_passes_the_redactor() -> None:
 def test_error_details_are_redacted() -> None:
     error = redact_error(CredentialMalformed(f"bad {TOKEN}"), SECRETS)
     assert TOKEN not in error.detail and TOKEN not in str(error)
+
+
+def test_unexpected_exceptions_and_their_causes_are_redacted() -> None:
+    try:
+        try:
+            int(TOKEN)
+        except ValueError as inner:
+            raise RuntimeError(f"while reading http://u:{TOKEN}@h/", 7) from inner
+    except RuntimeError as outer:
+        redact_exception(outer, SECRETS)
+        assert outer.args == ("while reading http://***@h/", 7)
+        assert TOKEN not in str(outer.__cause__)
