@@ -86,13 +86,21 @@ def _unescape(match: re.Match[bytes]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Needles:
-    """The forms of a set of secrets; built once per request (client credentials) or per key."""
+    """The forms of a set of secrets; built once per request (client credentials) or per key.
+
+    With ``compiled`` the forms are also one regular expression: one pass in C over each haystack,
+    several times faster than a substring search per form (a ProGet key is checked against every
+    response header). Compiling costs ~0.3 ms, so only long-lived needles (keys, at config freeze)
+    are compiled; a request's are searched form by form.
+    """
 
     forms: tuple[bytes, ...] = ()
+    pattern: re.Pattern[bytes] | None = None
 
     @classmethod
-    def of(cls, secrets: Iterable[bytes]) -> Needles:
-        return cls(tuple({f for s in secrets if s for f in forms(s)}))
+    def of(cls, secrets: Iterable[bytes], *, compiled: bool = False) -> Needles:
+        found = tuple({f for s in secrets if s for f in forms(s)})
+        return cls(found, _compile(found) if compiled and found else None)
 
     def adding(self, secret: bytes) -> Needles:
         """These needles and ``secret``'s (the same object when ``secret`` is already covered)."""
@@ -110,4 +118,21 @@ class Needles:
         """Whether any form of any secret occurs in ``data`` or in any of its decodings."""
         if not self.forms:
             return False
-        return any(needle in text for text in decodings(data) for needle in self.forms)
+        text = data.lower()
+        if self._hit(text):
+            return True
+        if b"%" not in text and b"\\" not in text:
+            return False  # the usual case: nothing to decode
+        return any(self._hit(decoded) for decoded in decodings(text)[1:])
+
+    def _hit(self, text: bytes) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(text) is not None
+        for form in self.forms:  # noqa: SIM110 - a plain loop: any() over a generator is 2x slower here
+            if form in text:
+                return True
+        return False
+
+
+def _compile(found: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    return re.compile(b"|".join(re.escape(f) for f in sorted(found, key=len, reverse=True)))

@@ -507,7 +507,9 @@ class UpstreamKey:
             secret=secret,
             x_apikey=raw.encode("ascii"),
             basic=b"Basic " + b64encode(f"api:{raw}".encode()),
-            echoes=Needles.of([raw.encode("ascii")]),  # once per key, at freeze: the response path is hot
+            echoes=Needles.of(
+                [raw.encode("ascii")], compiled=True
+            ),  # once per key, at freeze: the response path is hot
         )
 
 
