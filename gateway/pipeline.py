@@ -1,8 +1,8 @@
 """The order of the stages, written once.
 
 request head checked → canonical path → body plan → credentials found → client identified →
-policy decides the key → request rewritten → egress guard → admitted under limits → forwarded and streamed →
-audited.
+policy decides the key → request rewritten → egress guard → admitted under limits →
+forwarded and streamed → audited.
 
 Each stage is a module with one main function. Stages raise :mod:`gateway.errors`; this module is the
 one handler: before the response has started an error is rendered (``responses.send_error``); after,

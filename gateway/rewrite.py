@@ -320,7 +320,7 @@ def _authority(url: str) -> str:
 def _echoes_key(value: bytes, key: UpstreamKey) -> bool:
     """The key in any spelling a header could carry it (gateway/needles.py): as is in any case, hex,
     base64 at any alignment, percent- or JSON-escaped. Escapes are undone only when a '%' or '\\' is
-    there, so the usual header costs one ``lower()`` and a substring search per form."""
+    there, so the usual header costs one ``lower()`` and one search with the key's compiled pattern."""
     return key.echoes.found_in(value)
 
 

@@ -507,9 +507,8 @@ class UpstreamKey:
             secret=secret,
             x_apikey=raw.encode("ascii"),
             basic=b"Basic " + b64encode(f"api:{raw}".encode()),
-            echoes=Needles.of(
-                [raw.encode("ascii")], compiled=True
-            ),  # once per key, at freeze: the response path is hot
+            # built once per key, at freeze: every response header is checked against it
+            echoes=Needles.of([raw.encode("ascii")], compiled=True),
         )
 
 

@@ -62,7 +62,8 @@ ENCODINGS = (
 
 
 def encode(token: str, how: str, data: st.DataObject) -> str:
-    """``token`` spelled the way ``how`` names (partial escapes choose their characters by ``data``)."""
+    """``token`` spelled the way ``how`` names (partial escapes choose their characters by ``data``;
+    like any encoder, they always escape their own escape characters)."""
     raw = token.encode()
     some = data.draw(st.lists(st.booleans(), min_size=len(token), max_size=len(token)), label="escaped")
     table: dict[str, Any] = {
@@ -71,7 +72,7 @@ def encode(token: str, how: str, data: st.DataObject) -> str:
         "swapcase": lambda: token.swapcase(),
         "percent": lambda: "".join(f"%{b:02X}" for b in raw),
         "percent_some": lambda: "".join(
-            f"%{ord(c):02x}" if s else c for c, s in zip(token, some, strict=True)
+            f"%{ord(c):02x}" if s or c == "%" else c for c, s in zip(token, some, strict=True)
         ),
         "percent_twice": lambda: "".join(f"%25{b:02X}" for b in raw),
         "base64": lambda: base64.b64encode(raw).decode(),
@@ -80,7 +81,7 @@ def encode(token: str, how: str, data: st.DataObject) -> str:
         "base64_embedded": lambda: base64.b64encode(b"prefix-" + raw + b"-suffix").decode(),
         "json_u": lambda: "".join(f"\\u{b:04x}" for b in raw),
         "json_u_some": lambda: "".join(
-            f"\\u{ord(c):04X}" if s else c for c, s in zip(token, some, strict=True)
+            f"\\u{ord(c):04X}" if s or c in '\\"' else c for c, s in zip(token, some, strict=True)
         ),
         "hex": lambda: raw.hex(),
         "hex_upper": lambda: raw.hex().upper(),
