@@ -116,3 +116,31 @@ def test_userinfo_of_an_absolute_target_is_never_logged(gateway: Gateway, scheme
     assert leaked_form(log, secret.encode()) is None
     assert leaked_form(response.body, secret.encode()) is None
     assert gateway.standin.requests == []
+
+
+@pytest.mark.parametrize(
+    ("presented", "target", "body", "content_type"),
+    [
+        ([("Authorization", f"Bearer {TOKEN_CI}")], "/__standin/echo", b"", None),
+        (
+            [("Authorization", "Basic " + base64.b64encode(b"ci:" + TOKEN).decode())],
+            "/__standin/echo",
+            b"",
+            None,
+        ),
+        ([], f"/__standin/echo?key={TOKEN_CI}", b"", None),
+        ([], "/__standin/echo", b"key=" + TOKEN, "application/x-www-form-urlencoded"),
+        ([], "/__standin/echo", json.dumps({"API_Key": TOKEN_CI}).encode(), "application/json"),
+    ],
+    ids=["bearer", "basic", "query-key", "form-key", "json-api-key"],
+)
+def test_the_token_is_guarded_whatever_channel_presented_it(
+    gateway: Gateway, presented: list[tuple[str, str]], target: str, body: bytes, content_type: str | None
+) -> None:
+    hidden = ("X-Trace", "id-" + ENCODINGS["base64_user"](TOKEN))
+    headers = [*presented, hidden, *([("Content-Type", content_type)] if content_type else [])]
+    response = request(gateway.url, "POST" if body else "GET", target, headers, body)
+    assert response.status == 400 and response.header("x-gateway-error") == ["credential_leak_blocked"]
+    assert gateway.standin.requests == []
+    audit_line(gateway, response)
+    assert leaked_form(gateway.log_path.read_bytes(), TOKEN) is None
