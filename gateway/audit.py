@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from gateway.errors import GatewayError
+from gateway.needles import Needles
+from gateway.redact import redact_fields
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class Flow:
     duration_s: float = 0.0
     error: GatewayError | None = None
     limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
+    secrets: Needles = field(default_factory=Needles)  # every form of what the client presented
 
     def fail(self, error: GatewayError) -> None:
         self.error = error
@@ -75,6 +78,11 @@ def safe_raw_path(raw_target: bytes, limit: int = 256) -> str:
 
 
 def event(flow: Flow) -> dict[str, object]:
+    """The audit line's fields; every string passes the one redactor (gateway/redact.py)."""
+    return redact_fields(_fields(flow), flow.secrets)
+
+
+def _fields(flow: Flow) -> dict[str, object]:
     return {
         "time": _clock.now(),
         "request_id": flow.request_id,

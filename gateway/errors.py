@@ -77,6 +77,13 @@ class CredentialMalformed(BadRequest):
     default_detail = "The credential could not be read."
 
 
+class CredentialLeakBlocked(BadRequest):
+    """The egress guard (gateway/egress.py) found a presented credential in what was about to be sent."""
+
+    code = "credential_leak_blocked"
+    default_detail = "The request carries the client's credential in a place the gateway does not strip."
+
+
 class BodyUnparseable(BadRequest):
     code = "body_unparseable"
     default_detail = "The request body could not be parsed for its declared content type."

@@ -1,7 +1,8 @@
 """The order of the stages, written once.
 
 request head checked → canonical path → body plan → credentials found → client identified →
-policy decides the key → request rewritten → admitted under limits → forwarded and streamed → audited.
+policy decides the key → request rewritten → egress guard → admitted under limits →
+forwarded and streamed → audited.
 
 Each stage is a module with one main function. Stages raise :mod:`gateway.errors`; this module is the
 one handler: before the response has started an error is rendered (``responses.send_error``); after,
@@ -24,11 +25,13 @@ from gateway.audit import Flow
 from gateway.bodies import read_capped
 from gateway.canonical import canonicalize
 from gateway.credentials import BodyKind, body_kind, find_credentials
+from gateway.egress import check_egress, presented
 from gateway.errors import ClientAborted, GatewayError, InternalError
 from gateway.forward import forward
 from gateway.framing import check_head
 from gateway.identity import identify
 from gateway.policy import decide
+from gateway.redact import redact_error, redact_exception
 from gateway.responses import send_error
 from gateway.rewrite import client_view, rewrite_request
 from gateway.settings import Config
@@ -84,8 +87,9 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
             raise
         _uncancel()
         flow.fail(ClientAborted())
-    except Exception:
+    except Exception as unexpected:
         await _refuse(flow, InternalError(), send)
+        redact_exception(unexpected, flow.secrets)  # the server logs it: no credential in its message
         raise
     finally:
         flow.duration_s = time.perf_counter() - flow.started
@@ -105,7 +109,7 @@ async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
         return
     if flow.response_started:
         raise StreamAborted(error.code) from None
-    await send_error(send, error, flow.request_id)
+    await send_error(send, redact_error(error, flow.secrets), flow.request_id)
 
 
 async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
@@ -113,6 +117,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     limits = config.settings.limits
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])  # a snapshot: what is checked is sent
     target_bytes = raw_target(scope)
+    flow.secrets = presented(headers)  # redacted from the log even if the request is refused below
     flow.path = audit.safe_raw_path(target_bytes)
 
     head = check_head(flow.method, headers, limits)
@@ -128,6 +133,8 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
             await identify(early, config, runtime.jwt)
         body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout)
     credentials = find_credentials(headers, target, body, kind, limits)
+    if credentials.token is not None:
+        flow.secrets = flow.secrets.adding(credentials.token.encode("utf-8", "surrogateescape"))
     flow.credential_source = ",".join(credentials.sources) or "none"
     if credentials.query:
         flow.path += "?" + audit.query_names(credentials.query)
@@ -142,6 +149,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     request = rewrite_request(
         flow.method, target, headers, head, credentials, key, view, config, flow.request_id
     )
+    check_egress(request, flow.secrets)  # the backstop: nothing presented leaves, in any encoding
     flow.decision = "allow"
     upload = request.body is None and head.has_body
     admitted = (

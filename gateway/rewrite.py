@@ -18,7 +18,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 from gateway.canonical import Route, Target
 from gateway.credentials import Credentials, is_credential_header
@@ -318,9 +318,10 @@ def _authority(url: str) -> str:
 
 
 def _echoes_key(value: bytes, key: UpstreamKey) -> bool:
-    """The key in any spelling a header could carry it: as is, in any case, base64, percent-encoded."""
-    forms = (value.lower(), unquote_to_bytes(value).lower())
-    return any(echo in form for form in forms for echo in key.echoes)
+    """The key in any spelling a header could carry it (gateway/needles.py): as is in any case, hex,
+    base64 at any alignment, percent- or JSON-escaped. Escapes are undone only when a '%' or '\\' is
+    there, so the usual header costs one ``lower()`` and one search with the key's compiled pattern."""
+    return key.echoes.found_in(value)
 
 
 def _rebase(value: bytes, upstream_origin: str, public_origin: str) -> bytes:

@@ -40,6 +40,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.needles import Needles
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -495,19 +497,18 @@ class UpstreamKey:
     secret: SecretStr = field(repr=False)
     x_apikey: bytes = field(repr=False)
     basic: bytes = field(repr=False)
-    echoes: tuple[bytes, ...] = field(repr=False)  # lowercased spellings of the key a response may echo
+    echoes: Needles = field(repr=False)  # every spelling of the key a response may echo (gateway/needles.py)
 
     @classmethod
     def build(cls, name: str, secret: SecretStr) -> UpstreamKey:
         raw = secret.get_secret_value()
-        token = b64encode(f"api:{raw}".encode())
-        echoes = (raw.encode("ascii"), b64encode(raw.encode("ascii")), token)
         return cls(
             name=name,
             secret=secret,
             x_apikey=raw.encode("ascii"),
-            basic=b"Basic " + token,
-            echoes=tuple(e.lower() for e in echoes),
+            basic=b"Basic " + b64encode(f"api:{raw}".encode()),
+            # built once per key, at freeze: every response header is checked against it
+            echoes=Needles.of([raw.encode("ascii")], compiled=True),
         )
 
 

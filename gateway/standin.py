@@ -251,6 +251,9 @@ async def echo_key(ex: Exchange) -> None:
         (b"x-echo-upper", key.upper()),
         (b"x-echo-b64", base64.b64encode(key)),
         (b"x-echo-pct", b"".join(b"%%%02X" % c for c in key)),
+        (b"x-echo-hex", key.hex().upper().encode()),
+        (b"x-echo-b64-aligned", base64.urlsafe_b64encode(b"user=" + key + b";")),
+        (b"x-echo-json", b'{"k":"' + b"".join(b"\\u%04x" % c for c in key) + b'"}'),
     ]
     await ex.reply(200, b"ok\n", [*echoes, (b"x-other", b"fine")])
 

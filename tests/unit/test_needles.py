@@ -1,0 +1,75 @@
+"""gateway/needles.py: every encoded form of a secret is found, at any alignment, and only it."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.needles import MIN_FORM, Needles, decodings, forms
+
+secrets = st.binary(min_size=8, max_size=64).filter(lambda s: s.strip())
+printable = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=48)
+edges = st.binary(max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=secrets, before=edges, after=edges, urlsafe=st.booleans(), pad=st.booleans())
+def test_base64_at_every_alignment_is_found(
+    secret: bytes, before: bytes, after: bytes, urlsafe: bool, pad: bool
+) -> None:
+    """``user:token`` and a token inside any longer string: 0, 1 or 2 bytes of offset all match."""
+    encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(before + secret + after)
+    assert Needles.of([secret]).found_in(encoded if pad else encoded.rstrip(b"="))
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=printable, escaped=st.lists(st.booleans(), min_size=48, max_size=48), data=st.data())
+def test_escapes_of_any_subset_of_characters_are_undone(
+    secret: str, escaped: list[bool], data: st.DataObject
+) -> None:
+    """An attacker escapes whichever characters it likes, once or twice, percent or JSON, any case."""
+    style = data.draw(
+        st.sampled_from(["%{:02x}", "%{:02X}", "%25{:02X}", "\\u{:04x}", "\\u{:04X}", "%5Cu{:04x}"])
+    )
+    # an encoder escapes its own escape character: a JSON string its '\\' and '"', a URL its '%'
+    must = ('\\"' if "u" in style else "") + ("%" if "%" in style else "")
+    text = "".join(
+        style.format(ord(c)) if e or c in must else c for c, e in zip(secret, escaped, strict=False)
+    )
+    assert Needles.of([secret.encode()]).found_in(b"prefix " + text.encode() + b" suffix")
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=printable)
+def test_case_hex_and_json_string_forms_are_found(secret: str) -> None:
+    needles = Needles.of([secret.encode()])
+    for form in (secret.upper(), secret.swapcase(), secret.encode().hex(), secret.encode().hex().upper()):
+        assert needles.found_in(b"a" + form.encode() + b"z")
+    assert needles.found_in(json.dumps({"v": secret}).encode())
+
+
+def test_ordinary_traffic_does_not_match() -> None:
+    needles = Needles.of([b"pgw_ci_" + b"a" * 40])
+    for text in (b"/nuget/feed/v3/index.json", b"GET /api/packages/x?name=aaaa%20b", b"\\u0041 Basic YXBp"):
+        assert not needles.found_in(text)
+
+
+def test_forms_skip_base64_slices_too_short_to_be_specific() -> None:
+    assert all(len(f) >= MIN_FORM for f in forms(b"abcdefgh") if f != b"abcdefgh")
+    assert forms(b"ab") == {b"ab", b"6162"}
+
+
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [(b"a%2541b", b"aab"), (b"\\u0025" + b"41", b"a"), (b"x\\/y", b"x/y")],
+)
+def test_decodings_undo_stacked_escapes(text: bytes, reading: bytes) -> None:
+    assert any(reading in d for d in decodings(text))
+
+
+def test_no_decoding_without_an_escape_character() -> None:
+    assert list(decodings(b"ABC")) == [b"abc"]
