@@ -138,16 +138,18 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
             self._stalled = 0
 
         def on_response_complete(self) -> None:
-            if self.transport.is_closing():
-                pass
-            elif not self._parsing:
-                self.transport.close()  # refused while this response streamed: close now it is done
-            elif not self.pipeline and self.cycle is not None and self.cycle.more_body:
-                self._linger()
+            if not self.transport.is_closing():
+                self._after_response()
             super().on_response_complete()
             if not self.transport.is_closing() and self._parsing and not self.pipeline:
                 self._head_done = False  # between requests: what comes next is a head, on its clock
                 self._start_head_clock()
+
+        def _after_response(self) -> None:
+            if not self._parsing:
+                self.transport.close()  # refused while this response streamed: close now it is done
+            elif not self.pipeline and self.cycle is not None and self.cycle.more_body:
+                self._linger()  # answered before the request's body was read
 
         def _linger(self) -> None:
             """Answered before the body was read (an early 401, say): the rest of the body is never
