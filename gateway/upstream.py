@@ -102,9 +102,14 @@ class UpstreamResponse:
             except TimeoutError:
                 if loop.time() >= deadline:
                     raise
-                connection = self._response.connection
-                if connection is None or connection.closed:
+                if self._broken_off():
                     raise UpstreamAborted() from None
+
+    def _broken_off(self) -> bool:
+        """ProGet's connection is gone and the body never reached its end (an EOF fed just as the
+        timer fired is not a fault: the next ``readany`` returns it)."""
+        connection = self._response.connection
+        return not self._response.content.is_eof() and (connection is None or connection.closed)
 
     def close(self) -> None:
         """Give the connection back when the body was read, drop it otherwise (cancels the upstream)."""

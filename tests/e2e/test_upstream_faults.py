@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +63,10 @@ class RawUpstream:
             conn.sendall(fault)
 
 
-@pytest.fixture(params=sorted(ANSWERS))
-def broken_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gateway]:
+@contextmanager
+def gateway_before(answer: tuple[bytes, bytes], tmp_path: Path) -> Iterator[Gateway]:
     sock = socket.create_server(("127.0.0.1", 0))
-    upstream = RawUpstream(ANSWERS[request.param], sock)
+    upstream = RawUpstream(answer, sock)
     threading.Thread(target=upstream.serve, daemon=True).start()
     gw = start_gateway(tmp_path, Standin(keys={}), upstream.url)
     try:
@@ -75,15 +76,28 @@ def broken_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[G
         sock.close()
 
 
-def test_a_broken_upstream_body_aborts_the_clients_stream_at_once(broken_gateway: Gateway) -> None:
-    host, port = broken_gateway.url.removeprefix("http://").split(":")
+@pytest.fixture(params=sorted(ANSWERS))
+def broken_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Gateway]:
+    with gateway_before(ANSWERS[request.param], tmp_path) as gw:
+        yield gw
+
+
+def fetch(gateway: Gateway) -> tuple[bytes, float]:
+    """One GET on a raw socket, read until the gateway closes; what arrived and how long it took."""
+    host, port = gateway.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\nConnection: close\r\n\r\n".encode()
+        )
         started = time.monotonic()
         received = b""
         while data := sock.recv(65536):
             received += data
-        elapsed = time.monotonic() - started
+        return received, time.monotonic() - started
+
+
+def test_a_broken_upstream_body_aborts_the_clients_stream_at_once(broken_gateway: Gateway) -> None:
+    received, elapsed = fetch(broken_gateway)
     assert received.startswith(b"HTTP/1.1 200"), received[:200]
     head, _, body = received.partition(b"\r\n\r\n")
     # Closed before the body's end, so the client knows it is incomplete: no terminating chunk, or
@@ -96,3 +110,15 @@ def test_a_broken_upstream_body_aborts_the_clients_stream_at_once(broken_gateway
         assert not body.endswith(b"0\r\n\r\n")
     assert elapsed < BREAK_AFTER + 1.0, elapsed
     assert broken_gateway.last_audit()["reason"] == "upstream_aborted"
+
+
+def test_a_body_that_ends_when_proget_closes_is_not_an_abort(tmp_path: Path) -> None:
+    """Control: a close-delimited answer (no length, no chunking) ends at EOF; the watch that notices a
+    closed connection must not take that EOF for a fault, even after a pause longer than its period."""
+    answer = (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"a" * 70000, b"b" * 1000)
+    with gateway_before(answer, tmp_path) as gw:
+        received, _ = fetch(gw)
+        _, _, body = received.partition(b"\r\n\r\n")
+        assert received.startswith(b"HTTP/1.1 200"), received[:200]
+        assert body.endswith(b"0\r\n\r\n")  # re-chunked by the gateway, terminated
+        assert gw.last_audit()["reason"].startswith("rule:")
