@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.errors import FramingInvalid, HeaderInvalid, HeadersTooLarge, HostInvalid, MethodNotAllowed
+from gateway.errors import (
+    FramingInvalid,
+    GatewayError,
+    HeaderInvalid,
+    HeadersTooLarge,
+    HostInvalid,
+    MethodNotAllowed,
+)
 from gateway.settings import DECISION_HEADERS, HTTP_METHODS, Limits
 
 _METHODS = frozenset(HTTP_METHODS)
@@ -36,6 +43,35 @@ class Head:
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
+
+
+def parser_refusal(
+    http_version: str, headers: list[tuple[bytes, bytes]], upgrading: bool
+) -> GatewayError | None:
+    """What the protocol layer refuses as soon as the head is parsed, before any app sees the request.
+
+    ``upgrading`` is the parser's own verdict that the connection would switch protocols after this
+    head (``Connection: upgrade`` + ``Upgrade``, or CONNECT): the parser stops reading HTTP there, so
+    only an h2c offer without a body is served (over HTTP/1.1, then closed); every other upgrade is
+    refused here, so a request is never both refused and forwarded.
+    """
+    if http_version == "1.0" and any(name == b"transfer-encoding" for name, _ in headers):
+        return FramingInvalid("An HTTP/1.0 request cannot carry Transfer-Encoding (RFC 9112 6.1).")
+    upgrade = [value.strip().lower() for name, value in headers if name == b"upgrade"]
+    if upgrade and _has_body(headers):
+        # The parser treats an Upgrade request as ending at its head: its body would reach ProGet's
+        # pooled connection as the start of another request (smuggling).
+        return FramingInvalid("An Upgrade offer with a request body is not accepted.")
+    if upgrading and upgrade != [b"h2c"]:
+        return FramingInvalid("Protocol upgrades are not supported.")
+    return None
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in headers
+    )
 
 
 def check_head(method: str, headers: list[tuple[bytes, bytes]], limits: Limits) -> Head:

@@ -23,6 +23,7 @@ from gateway import __version__, audit, metrics
 from gateway.app import ProxyApp, admin_app
 from gateway.audit import Flow
 from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, RequestTimeout, TargetTooLong
+from gateway.framing import parser_refusal
 from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
 from gateway.responses import error_response_bytes
 from gateway.settings import Config, Limits
@@ -33,25 +34,31 @@ class _HeadRefused(Exception):
         self.error = error
 
 
-def _upgrade_with_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    if not any(name == b"upgrade" for name, _ in headers):
-        return False
-    return any(
-        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
-        for name, value in headers
-    )
+MAX_TRAILER_BYTES = 8 * 1024  # bytes the parser may hold of a body's framing (trailers, extensions)
 
 
 def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
-    """A protocol class bound to this config's limits (uvicorn instantiates it per connection)."""
+    """A protocol class bound to this config's limits (uvicorn instantiates it per connection).
+
+    Every state of a connection has a deadline or a byte budget: the head (``head_timeout``, the head
+    budget), an inspected body (``body_timeout``, in the app), the framing around a body (trailers and
+    chunk extensions: ``MAX_TRAILER_BYTES``), an idle keep-alive (uvicorn's keep-alive timer, then
+    ``head_timeout``), and a body nobody will read after an early answer (``linger``).
+    A refusal made here never writes into a response that is owed or streaming on the connection.
+    """
 
     head_budget = limits.max_target_bytes + limits.max_header_bytes + 1024  # + request line and CRLFs
+    linger = min(limits.head_timeout, 2.0)
 
     class GatewayProtocol(HttpToolsProtocol):
         _bytes = 0
         _head_done = False
         _head_fed = 0  # bytes fed while the head is unfinished: httptools buffers a whole header value
         _head_timer: asyncio.TimerHandle | None = None  # before on_header sees it, so we count here
+        _parsing = True  # False once this connection will read no more requests
+        _progress = False  # the last read moved the body forward
+        _stalled = 0  # bytes read since the body last moved (trailers, chunk extensions)
+        _linger_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -59,6 +66,8 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_head_clock()
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             super().connection_lost(exc)
 
         def _start_head_clock(self) -> None:
@@ -98,56 +107,115 @@ def protocol_for(limits: Limits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._head_done = True
+            self._moved()
             self._stop_head_clock()
-            if _upgrade_with_body(self.headers):
-                # The parser treats an Upgrade request as ending at its head: its body would reach
-                # ProGet's pooled connection as the start of another request (smuggling).
-                raise _HeadRefused(FramingInvalid("An Upgrade offer with a request body is not accepted."))
+            upgrading = self.parser.should_upgrade()
+            error = parser_refusal(self.parser.get_http_version(), self.headers, upgrading)
+            if error is not None:
+                raise _HeadRefused(error)
             self.scope[RAW_TARGET] = bytes(self.url)  # type: ignore[literal-required]
             super().on_headers_complete()
-            if self.expect_100_continue and self.cycle is not None:
+            if (self.expect_100_continue or upgrading) and self.cycle is not None:
                 # A refusal never reads the body the client is holding back; a client that then reuses
-                # the connection would have its next request read as that body. Close after answering.
+                # the connection would have its next request read as that body. And curl (cargo, apt's
+                # https helpers) offers h2c on cleartext: a server may ignore an Upgrade (RFC 9110 7.8),
+                # so it is answered over HTTP/1.1, but the parser stops at it. Close after answering.
                 self.cycle.keep_alive = False
 
+        def on_chunk_header(self) -> None:
+            self._moved()
+
+        def on_body(self, body: bytes) -> None:
+            self._moved()
+            super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            self._moved()
+            super().on_message_complete()
+
+        def _moved(self) -> None:
+            self._progress = True
+            self._stalled = 0
+
         def on_response_complete(self) -> None:
-            super().on_response_complete()
             if not self.transport.is_closing():
-                self._start_head_clock()  # the next request's head, on a kept-alive connection
+                self._after_response()
+            super().on_response_complete()
+            if not self.transport.is_closing() and self._parsing and not self.pipeline:
+                self._head_done = False  # between requests: what comes next is a head, on its clock
+                self._start_head_clock()
+
+        def _after_response(self) -> None:
+            if not self._parsing:
+                self.transport.close()  # refused while this response streamed: close now it is done
+            elif not self.pipeline and self.cycle is not None and self.cycle.more_body:
+                self._linger()  # answered before the request's body was read
+
+        def _linger(self) -> None:
+            """Answered before the body was read (an early 401, say): the rest of the body is never
+            parsed or held. The client gets our answer and a FIN, then ``linger`` seconds to stop
+            sending before the connection is dropped (closing at once could reset the answer away)."""
+            self._parsing = False
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self._linger_timer = self.loop.call_later(linger, self.transport.close)
 
         def data_received(self, data: bytes) -> None:
+            if not self._parsing:
+                return  # lingering or refused: read and dropped, never parsed nor held
             self._unset_keepalive_if_required()
             if not self._head_done:  # a head spread over more reads than its budget allows
                 if self._head_fed > head_budget:
                     self._refuse(HeadersTooLarge())
                     return
                 self._head_fed += len(data)
+            self._progress = False
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserCallbackError as exc:
                 cause = exc.__context__
-                error = cause.error if isinstance(cause, _HeadRefused) else FramingInvalid()
-                self._refuse(error)
+                self._refuse(cause.error if isinstance(cause, _HeadRefused) else FramingInvalid())
             except httptools.HttpParserUpgrade:
-                cycle = self.cycle
-                if self._get_upgrade() == b"h2c" and cycle is not None and not cycle.response_complete:
-                    # curl (cargo, apt's https helpers) offers h2c on cleartext: a server may ignore an
-                    # Upgrade (RFC 9110 7.8). Answer over HTTP/1.1 and close, since the parser stops here.
-                    cycle.keep_alive = False
-                else:
-                    self._refuse(FramingInvalid("Protocol upgrades are not supported."))
+                self._parsing = False  # only an h2c offer gets here; answered over HTTP/1.1, then closed
             except httptools.HttpParserError:
                 self._refuse(FramingInvalid())
+            else:
+                self._count_stall(len(data))
+
+        def _count_stall(self, size: int) -> None:
+            """A read inside a body that moved nothing forward is framing the parser may be holding:
+            trailers are buffered whole by httptools, so past the budget the connection is refused.
+            (The read on which trailers begin is not counted: the bound is the budget plus one read.)"""
+            if self._head_done and not self._progress:
+                self._stalled += size
+                if self._stalled > MAX_TRAILER_BYTES:
+                    self._refuse(HeadersTooLarge(f"Trailers larger than {MAX_TRAILER_BYTES} bytes."))
 
         def send_400_response(self, msg: str) -> None:
             self._refuse(FramingInvalid())
 
         def _refuse(self, error: GatewayError) -> None:
+            """Refuse what the parser saw; this connection reads no more requests.
+
+            With no response owed, the refusal is written and the connection closed. Otherwise nothing
+            is written (it would land inside that response): if the running request's own body broke,
+            the connection is closed and the app sees the client gone (its audit line records it);
+            else the request being refused is a pipelined one, audited here, and the connection is
+            closed once the running response ends.
+            """
+            self._parsing = False
+            self._stop_head_clock()
+            cycle = self.cycle
+            running = bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+            if running and not self.pipeline and self._head_done and cycle.more_body:
+                self.transport.close()
+                return
+            self.pipeline.clear()
             flow = Flow(request_id=new_request_id(), method="-", peer=self.client[0] if self.client else "-")
             flow.fail(error)
             audit.emit(flow)
             metrics.observe(flow)
-            if not self.transport.is_closing():
+            if not running and not self.transport.is_closing():
                 self.transport.write(error_response_bytes(error, flow.request_id))
                 self.transport.close()
 

@@ -33,6 +33,7 @@ from gateway.settings import Timeouts, UpstreamSettings
 
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 CHUNK = 256 * 1024
+WATCH = 0.25  # seconds: how soon a body ProGet broke off is noticed (see _next_chunk)
 
 
 def _translate(exc: BaseException, *, started: bool) -> GatewayError:
@@ -78,18 +79,37 @@ class UpstreamResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives; a failure midway raises UpstreamAborted."""
-        content = self._response.content
         try:
-            while True:
-                async with asyncio.timeout(self.read_timeout):
-                    chunk = await content.readany()
-                if not chunk:
-                    break
+            while chunk := await self._next_chunk():
                 yield chunk
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise _translate(exc, started=True) from None
+
+    async def _next_chunk(self) -> bytes:
+        """``readany`` under ``timeouts.read``, woken every ``WATCH`` seconds to see whether ProGet's
+        connection is gone: aiohttp's C parser neither raises a malformed chunk-size line nor the EOF
+        after it into ``readany`` (its pure-Python parser does), so a broken body would otherwise hang
+        the client's stream until ``timeouts.read``. Costs one timer per read, as a single timeout did.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(min(deadline, loop.time() + WATCH)):
+                    return await self._response.content.readany()
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    raise
+                if self._broken_off():
+                    raise UpstreamAborted() from None
+
+    def _broken_off(self) -> bool:
+        """ProGet's connection is gone and the body never reached its end (an EOF fed just as the
+        timer fired is not a fault: the next ``readany`` returns it)."""
+        connection = self._response.connection
+        return not self._response.content.is_eof() and (connection is None or connection.closed)
 
     def close(self) -> None:
         """Give the connection back when the body was read, drop it otherwise (cancels the upstream)."""

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.errors import (
     FramingInvalid,
@@ -10,7 +12,7 @@ from gateway.errors import (
     HostInvalid,
     MethodNotAllowed,
 )
-from gateway.framing import check_head
+from gateway.framing import check_head, parser_refusal
 from gateway.settings import Limits
 
 LIMITS = Limits()
@@ -85,3 +87,65 @@ def test_connection_cannot_drop_a_header_the_decision_used(connection: list[tupl
 def test_connection_may_name_other_headers() -> None:
     headers = [H, (b"connection", b"keep-alive, Upgrade, HTTP2-Settings, x-hop"), (b"x-hop", b"1")]
     assert check_head("GET", headers, LIMITS).host == "gw.example:8080"
+
+
+# --- what the protocol layer refuses as soon as a head is parsed (gateway.server) ---------------------
+
+UPGRADE = [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "upgrading"),
+    [
+        ("1.0", [H, (b"transfer-encoding", b"chunked")], False),
+        ("1.0", [H, (b"transfer-encoding", b"identity")], False),
+        ("1.1", [H, *UPGRADE, (b"content-length", b"5")], True),
+        ("1.1", [H, (b"upgrade", b"h2c"), (b"transfer-encoding", b"chunked")], False),
+        ("1.1", [H, (b"connection", b"Upgrade"), (b"upgrade", b"websocket")], True),
+        ("1.1", [H, (b"connection", b"Upgrade"), (b"upgrade", b"h2c, websocket")], True),
+        ("1.1", [H, *UPGRADE, (b"upgrade", b"h2c")], True),
+        ("1.1", [H], True),  # CONNECT: the parser stops after the head
+    ],
+)
+def test_parser_refusals(version: str, headers: list[tuple[bytes, bytes]], upgrading: bool) -> None:
+    assert isinstance(parser_refusal(version, headers, upgrading), FramingInvalid)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "upgrading"),
+    [
+        ("1.1", [H, (b"transfer-encoding", b"chunked")], False),
+        ("1.0", [H, (b"content-length", b"5")], False),
+        ("1.1", [H, *UPGRADE], True),  # answered over HTTP/1.1, then closed
+        ("1.1", [H, *UPGRADE, (b"content-length", b"0")], True),
+        ("1.1", [H, (b"upgrade", b"websocket")], False),  # not an offer: Upgrade is stripped, request served
+    ],
+)
+def test_parser_accepts(version: str, headers: list[tuple[bytes, bytes]], upgrading: bool) -> None:
+    assert parser_refusal(version, headers, upgrading) is None
+
+
+_names = st.sampled_from([b"upgrade", b"transfer-encoding", b"content-length", b"connection", b"x-a"])
+_values = st.sampled_from([b"h2c", b"websocket", b"chunked", b"0", b"7", b"Upgrade", b""])
+
+
+@given(
+    version=st.sampled_from(["1.0", "1.1"]),
+    headers=st.lists(st.tuples(_names, _values), max_size=6),
+    upgrading=st.booleans(),
+)
+def test_parser_refusal_never_lets_a_switch_or_a_faulty_framing_through(
+    version: str, headers: list[tuple[bytes, bytes]], upgrading: bool
+) -> None:
+    """Accepted means: the parser keeps reading HTTP, or it stops after a bodiless h2c offer only;
+    and an HTTP/1.0 message never carries Transfer-Encoding."""
+    if parser_refusal(version, headers, upgrading) is not None:
+        return
+    names = [name for name, _ in headers]
+    if version == "1.0":
+        assert b"transfer-encoding" not in names
+    if upgrading:
+        assert [v for n, v in headers if n == b"upgrade"] == [b"h2c"]
+    if b"upgrade" in names:
+        assert b"transfer-encoding" not in names
+        assert all(v.strip() == b"0" for n, v in headers if n == b"content-length")
