@@ -8,6 +8,7 @@ is low-traffic and benefits from Starlette's routing.
 
 from __future__ import annotations
 
+import gc
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -45,6 +46,7 @@ class ProxyApp:
                 await self.runtime.upstream.start()
                 if self.runtime.jwt is not None:
                     await self.runtime.jwt.start()
+                _freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.runtime.upstream.close()
@@ -54,6 +56,16 @@ class ProxyApp:
                     await self.runtime.jwt.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything allocated at start-up out of the collector's reach.
+
+    The config, the compiled rules and the imported libraries never become garbage, yet every full
+    collection walked them: about 35 ms per pass, which set the p99 under load (issue 9: 49 → 26 ms).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Readiness:

@@ -3,6 +3,8 @@ config, codes from errors.py, status as a class; never a path, a token or an add
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.audit import Flow
@@ -60,11 +62,29 @@ LIMIT_BACKEND_ERRORS = Counter(
 )
 
 
+_Children = tuple[Any, Any]
+_children: dict[tuple[str, str, str, str], _Children] = {}
+
+
+def _bound(client: str, decision: str, code: str, status_class: str) -> _Children:
+    """The request counter and latency children for one label set, looked up once.
+
+    ``labels()`` takes a lock and builds a key on every call (about 2 µs of the 3.4 µs per request
+    measured for both metrics); the label sets are bounded (see the module docstring), so is this.
+    """
+    key = (client, decision, code, status_class)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (REQUESTS.labels(*key), LATENCY.labels(decision))
+    return children
+
+
 def observe(flow: Flow) -> None:
     """Record one finished request."""
     status_class = f"{flow.status // 100}xx" if flow.status else "none"
-    REQUESTS.labels(flow.client or "-", flow.decision, flow.code, status_class).inc()
-    LATENCY.labels(flow.decision).observe(flow.duration_s)
+    requests, latency = _bound(flow.client or "-", flow.decision, flow.code, status_class)
+    requests.inc()
+    latency.observe(flow.duration_s)
     if flow.error is not None:
         if isinstance(flow.error, Throttled):
             pass  # counted by gateway.admission, with the client, where shadow refusals are counted too
