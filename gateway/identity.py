@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gateway.credentials import Credentials
 from gateway.errors import CredentialMissing, TokenUnknown
 from gateway.settings import ClientSettings, Config, token_hash
-from gateway.workload_identity import JwtVerifier, looks_like_jwt, verify_jwt
+from gateway.workload_identity import JwtMatch, JwtVerifier, cached_match, looks_like_jwt, verify_jwt
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +34,17 @@ async def identify(credentials: Credentials, config: Config, verifier: JwtVerifi
         if config.anonymous is None:
             raise CredentialMissing()
         return Identity(config.anonymous, "anonymous")
+    if verifier is not None and config.jwt_clients and (cached := cached_match(token, verifier)):
+        return _jwt_identity(cached)  # verified before: only a JWT gets into that cache
     if looks_like_jwt(token):
         if verifier is None or not config.jwt_clients:
             raise TokenUnknown()
-        match = await verify_jwt(token, verifier)
-        return Identity(match.client, "jwt", match.subject, match.issuer, match.matched)
+        return _jwt_identity(await verify_jwt(token, verifier))
     name = config.token_index.get(token_hash(token))
     if name is None:
         raise TokenUnknown()
     return Identity(config.clients[name], "token")
+
+
+def _jwt_identity(match: JwtMatch) -> Identity:
+    return Identity(match.client, "jwt", match.subject, match.issuer, match.matched)

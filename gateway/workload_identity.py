@@ -467,6 +467,12 @@ def _result(client: ClientSettings, claims: Mapping[str, Any], matched: tuple[st
     )
 
 
+def cached_match(token: str, verifier: JwtVerifier) -> JwtMatch | None:
+    """The match of a token verified before and not yet expired: a dictionary lookup by its sha256,
+    without decoding its header first (that cost ~13 µs per request for a cached client)."""
+    return verifier.tokens.get(hashlib.sha256(token.encode("utf-8")).hexdigest())
+
+
 async def verify_jwt(token: str, verifier: JwtVerifier) -> JwtMatch:
     """The first jwt client, in config order, whose issuer, audience and claims this token meets.
 
@@ -474,10 +480,10 @@ async def verify_jwt(token: str, verifier: JwtVerifier) -> JwtMatch:
     client fits it; tokens of unconfigured issuers always end here, without any fetch) and
     IdentityProviderUnavailable (no keys: the issuer is unreachable and none are cached).
     """
-    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-    known = verifier.tokens.get(digest)
+    known = cached_match(token, verifier)
     if known is not None:
         return known
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
     matches = await _verify(token, verifier, first_only=True)
     verifier.tokens[digest] = matches[0]
     return matches[0]
