@@ -13,6 +13,7 @@ import atexit
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -49,6 +50,7 @@ class Flow:
     duration_s: float = 0.0
     error: GatewayError | None = None
     limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
+    release: Callable[[], None] | None = None  # gives back what gateway.bodies held for this request
     secrets: Needles = field(default_factory=Needles)  # every form of what the client presented
 
     def fail(self, error: GatewayError) -> None:

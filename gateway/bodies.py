@@ -12,24 +12,78 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.audit import Flow
-from gateway.errors import BodyTooLarge, ClientAborted, FramingInvalid, RequestTimeout
+from gateway.errors import BodyTooLarge, ClientAborted, FramingInvalid, InspectionBusy, RequestTimeout
 from gateway.framing import Head
 from gateway.types import Receive
 
+ANONYMOUS_SHARE = 8  # a credential-less request may hold at most 1/8 of the budget, all together
 
-async def read_capped(receive: Receive, head: Head, cap: int, flow: Flow, within: float) -> bytes:
-    """Read the whole body, refusing (413) as soon as it is known to exceed ``cap`` and (408) if it
-    takes longer than ``within`` seconds: held bodies cost memory, so a slow sender must not keep one."""
-    if head.content_length is not None and head.content_length > cap:
-        raise BodyTooLarge(f"Bodies this gateway inspects are limited to {cap} bytes.")
+
+class InspectionBudget:
+    """The bytes of inspected bodies the process holds at once, and the share strangers may use.
+
+    Each body is capped on its own (``max_rewrite_body_bytes``), but 64 credential-less clients each
+    sending ~1 MiB once made the gateway hold 80 MiB. Bytes are taken as they are declared or arrive
+    (nothing is read past what fits) and given back when the request ends (``Flow.release``, called
+    once by the pipeline's handler), so a refusal, an abort or an exception can never leak them.
+    Over budget → 503 ``inspection_capacity`` with ``Retry-After``.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.anonymous_total = max(1, total // ANONYMOUS_SHARE)
+        self.held = 0
+        self.anonymous_held = 0
+
+    def hold(self, flow: Flow, *, anonymous: bool) -> _Hold:
+        hold = _Hold(self, anonymous)
+        flow.release = hold.release
+        return hold
+
+
+class _Hold:
+    """What one request holds of an :class:`InspectionBudget`."""
+
+    __slots__ = ("anonymous", "budget", "bytes")
+
+    def __init__(self, budget: InspectionBudget, anonymous: bool) -> None:
+        self.budget, self.anonymous, self.bytes = budget, anonymous, 0
+
+    def take(self, n: int) -> None:
+        b = self.budget
+        if b.held + n > b.total or (self.anonymous and b.anonymous_held + n > b.anonymous_total):
+            raise InspectionBusy()
+        b.held += n
+        self.bytes += n
+        if self.anonymous:
+            b.anonymous_held += n
+
+    def release(self) -> None:
+        b = self.budget
+        b.held -= self.bytes
+        if self.anonymous:
+            b.anonymous_held -= self.bytes
+        self.bytes = 0
+
+
+async def read_capped(
+    receive: Receive, head: Head, cap: int, flow: Flow, within: float, hold: _Hold
+) -> bytes:
+    """Read the whole body, refusing (413) as soon as it is known to exceed ``cap``, (503) when the
+    process holds as many inspected bytes as it may, and (408) if it takes longer than ``within``
+    seconds: held bodies cost memory, so a slow sender must not keep one."""
+    if head.content_length is not None:
+        if head.content_length > cap:
+            raise BodyTooLarge(f"Bodies this gateway inspects are limited to {cap} bytes.")
+        hold.take(head.content_length)  # refused before a byte is read
     try:
         async with asyncio.timeout(within):
-            return await _read_all(receive, cap, flow)
+            return await _read_all(receive, cap, flow, None if head.content_length is not None else hold)
     except TimeoutError:
         raise RequestTimeout("The request body did not arrive in time.") from None
 
 
-async def _read_all(receive: Receive, cap: int, flow: Flow) -> bytes:
+async def _read_all(receive: Receive, cap: int, flow: Flow, hold: _Hold | None) -> bytes:
     buf = bytearray()
     more = True
     while more:
@@ -37,9 +91,12 @@ async def _read_all(receive: Receive, cap: int, flow: Flow) -> bytes:
         if message["type"] == "http.disconnect":
             flow.client_gone = True
             raise ClientAborted()
-        buf += message.get("body", b"")
-        if len(buf) > cap:
+        chunk = message.get("body", b"")
+        if len(buf) + len(chunk) > cap:
             raise BodyTooLarge(f"Bodies this gateway inspects are limited to {cap} bytes.")
+        if hold is not None:  # chunked: taken as it arrives
+            hold.take(len(chunk))
+        buf += chunk
         more = message.get("more_body", False)
     flow.bytes_in = len(buf)
     return bytes(buf)

@@ -175,6 +175,18 @@ class BodyTooLarge(GatewayError):
     default_detail = "The request body is larger than the gateway inspects."
 
 
+class InspectionBusy(GatewayError):
+    """The bodies the gateway holds for inspection are at their process-wide cap
+    (``limits.max_inspected_bytes_in_flight``; a credential-less request gets a small share of it)."""
+
+    status = 503
+    code = "inspection_capacity"
+    default_detail = "The gateway holds as many request bodies for inspection as it may; retry shortly."
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1")]
+
+
 class TargetTooLong(GatewayError):
     status = 414
     code = "target_too_long"

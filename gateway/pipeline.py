@@ -17,12 +17,12 @@ import itertools
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway import audit, metrics
 from gateway.admission import Admission
 from gateway.audit import Flow
-from gateway.bodies import read_capped
+from gateway.bodies import InspectionBudget, read_capped
 from gateway.canonical import canonicalize
 from gateway.credentials import BodyKind, body_kind, find_credentials
 from gateway.egress import check_egress, presented
@@ -52,6 +52,10 @@ class Runtime:
     upstream: UpstreamClient
     jwt: JwtVerifier | None = None  # workload identity: key sets and verified tokens, for the process
     admission: Admission | None = None  # limits protecting ProGet (gateway/admission.py)
+    inspection: InspectionBudget = field(init=False)  # bytes of inspected bodies held at once
+
+    def __post_init__(self) -> None:
+        self.inspection = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process: ids from several replicas do not collide
@@ -92,6 +96,8 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         redact_exception(unexpected, flow.secrets)  # the server logs it: no credential in its message
         raise
     finally:
+        if flow.release is not None:
+            flow.release()
         flow.duration_s = time.perf_counter() - flow.started
         audit.emit(flow)
         metrics.observe(flow)
@@ -131,7 +137,10 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
         early = find_credentials(headers, target, None, BodyKind.STREAM, limits)
         if early.token is not None:
             await identify(early, config, runtime.jwt)
-        body = await read_capped(receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout)
+        hold = runtime.inspection.hold(flow, anonymous=early.token is None)
+        body = await read_capped(
+            receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout, hold
+        )
     credentials = find_credentials(headers, target, body, kind, limits)
     if credentials.token is not None:
         flow.secrets = flow.secrets.adding(credentials.token.encode("utf-8", "surrogateescape"))

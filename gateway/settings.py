@@ -370,7 +370,18 @@ class Limits(_Strict):
     max_form_params: int = Field(default=1024, ge=1, le=100000)
     head_timeout: float = Field(default=10.0, gt=0, le=300)  # seconds to send a request head
     body_timeout: float = Field(default=30.0, gt=0, le=3600)  # seconds to send a body the gateway inspects
+    # bytes of inspected bodies held at once, process-wide; credential-less requests get 1/8 of it
+    max_inspected_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024, le=16 * 1024**3)
     default_client: ClientLimits = ClientLimits()  # none: today's behaviour unless configured
+
+    @model_validator(mode="after")
+    def _room_for_one_body(self) -> Limits:
+        if self.max_inspected_bytes_in_flight < self.max_rewrite_body_bytes:
+            raise ValueError(
+                "max_inspected_bytes_in_flight must be at least max_rewrite_body_bytes "
+                "(otherwise no inspected body of the largest allowed size could ever be read)"
+            )
+        return self
 
 
 class Settings(_Strict):

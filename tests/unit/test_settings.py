@@ -75,6 +75,10 @@ def test_every_problem_is_reported_at_once() -> None:
         ({"keys": {"read": {"value": "has space"}}}, "keys.read: the key is empty or has characters"),
         ({"trusted_proxies": ["10.0.0.0/33"]}, "trusted_proxies[0]"),
         ({"public_url": "https://gw.example/path"}, "public_url: must be an origin"),
+        (
+            {"limits": {"max_rewrite_body_bytes": 2048, "max_inspected_bytes_in_flight": 1024}},
+            "limits: max_inspected_bytes_in_flight must be at least max_rewrite_body_bytes",
+        ),
     ],
 )
 def test_field_problems(patch: dict[str, Any], expected: str) -> None:
