@@ -3,6 +3,7 @@ renders, and `promtool test rules` on synthetic series that make each alert fire
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,15 @@ def test_alert_fires_and_stays_quiet(helm: Helm, tmp_path: Path, alert: str) -> 
     spec.write_text(yaml.safe_dump(tests))
     done = run([promtool(), "test", "rules", spec])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dashboard_configmap_is_picked_up_by_the_grafana_sidecar(helm: Helm) -> None:
+    docs = helm.render(CHART, [CHART / "ci" / "central-values.yaml"], {"dashboards": {"enabled": True}})
+    cm = one(docs, "ConfigMap", "rel-proget-gateway-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["proget-gateway.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "proget-gateway.json").read_text())
+    off = helm.render(CHART, [CHART / "ci" / "central-values.yaml"])
+    assert not [
+        d for d in off if d["kind"] in ("PrometheusRule",) or d["metadata"]["name"].endswith("-dashboards")
+    ]
