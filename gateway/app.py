@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway import upstream_health
 from gateway.admission import Admission
 from gateway.metrics import REGISTRY
 from gateway.pipeline import Runtime, handle
@@ -69,7 +70,8 @@ def _freeze_startup_heap() -> None:
 
 
 class Readiness:
-    """Ready = config loaded and keys resolved (true once we run) and ProGet's /health answers.
+    """Ready = config loaded and keys resolved (true once we run) and ProGet answers HTTP at all (any status:
+    its component health goes to gauges, see upstream_health.py).
 
     The upstream check is cached for a second so a tight probe loop does not become load on ProGet.
     """
@@ -83,7 +85,8 @@ class Readiness:
     async def ready(self) -> bool:
         now = time.monotonic()
         if now - self._checked > self._ttl:
-            self._ok = await self._upstream.health()
+            self._ok, doc = await self._upstream.health()
+            upstream_health.record(doc if self._ok else None)
             self._checked = now
         return self._ok
 
@@ -100,6 +103,7 @@ def admin_app(proxy: ProxyApp) -> Starlette:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
+        await readiness.ready()  # refreshes proget_upstream_health (cached: no extra load on ProGet)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]

@@ -61,6 +61,17 @@ LIMIT_BACKEND_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+# --- ProGet's own component health (gateway/upstream_health.py), never gateway readiness -------------
+UPSTREAM_HEALTH = Gauge(
+    "proget_upstream_health",
+    "ProGet component status from /health/json: 1 OK, 0 error or unknown.",
+    ["component"],
+    registry=REGISTRY,
+)
+UPSTREAM_INFO = Gauge(
+    "proget_upstream_info", "ProGet's version from /health/json (value 1).", ["version"], registry=REGISTRY
+)
+
 
 _Children = tuple[Any, Any]
 _children: dict[tuple[str, str, str, str], _Children] = {}

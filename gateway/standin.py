@@ -160,6 +160,11 @@ class Standin:
         self.completed = 0
         self.in_flight = 0  # requests being served right now (not /health)
         self.peak_in_flight = 0  # the most served at once since the last clear(): ProGet's load
+        # ProGet's /health: "2026" answers plain text on /health, "2025" JSON; /health/json is JSON on both.
+        # Components named in health_failing ("database", "license", "service", ...) report "Error" (→ 500).
+        self.health_format: Literal["2025", "2026"] = "2026"
+        self.health_failing: set[str] = set()
+        self.version = "2026.1.0"
 
     def clear(self) -> None:
         self.requests.clear()
@@ -180,7 +185,7 @@ class Standin:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in scope["headers"]],
         )
-        counted = int(rec.raw_path != "/health")
+        counted = int(not rec.raw_path.startswith("/health"))
         if self.record and counted:
             self.requests.append(rec)
         self.in_flight += counted
@@ -197,7 +202,7 @@ class Standin:
             self.cancelled += 1
             return
         rec.credentials = read_credentials(rec, ",".join(rec.header("content-type")))
-        if handler is not health and not await self.authorized(ex):
+        if handler not in (health, health_json) and not await self.authorized(ex):
             return
         await handler(ex)
         self.completed += 1
@@ -222,8 +227,38 @@ _PROGET_CHALLENGE = (b"www-authenticate", b'Basic realm="ProGet"')
 # --- endpoints -----------------------------------------------------------------------------------
 
 
+HEALTH_COMPONENTS = ("database", "license", "service")
+
+
+def health_doc(standin: Standin) -> dict[str, Any]:
+    """ProGet's health JSON (ProGetHealthInfo): each status "OK" or "Error"."""
+    failing = standin.health_failing
+    doc: dict[str, Any] = {"applicationName": "ProGet", "versionNumber": standin.version}
+    doc["releaseNumber"] = standin.version
+    doc["extensionsInstalled"] = {}
+    for component in HEALTH_COMPONENTS:
+        doc[f"{component}Status"] = "Error" if component in failing else "OK"
+    doc["databaseStatusDetails"] = doc["licenseStatusDetail"] = doc["serviceStatusDetail"] = None
+    doc["replicationStatus"] = {
+        "serverStatus": "Error" if "replication" in failing else "OK",
+        "serverError": None,
+        "clientStatus": "OK",
+        "clientError": None,
+    }
+    return doc
+
+
 async def health(ex: Exchange) -> None:
-    await ex.reply(200, b"ok\n")
+    status = 500 if ex.standin.health_failing else 200
+    if ex.standin.health_format == "2025":
+        await ex.json(status, health_doc(ex.standin))
+    else:
+        text = b"OK" if status == 200 else b"ProGet: " + ",".join(sorted(ex.standin.health_failing)).encode()
+        await ex.reply(status, text, [(b"content-type", b"text/plain")])
+
+
+async def health_json(ex: Exchange) -> None:
+    await ex.json(500 if ex.standin.health_failing else 200, health_doc(ex.standin))
 
 
 async def echo(ex: Exchange) -> None:
@@ -433,6 +468,7 @@ def _length(size: int) -> tuple[bytes, bytes]:
 STREAMING_HANDLERS = frozenset({sink, download_slow, stall})
 _EXACT: dict[str, Handler] = {
     "/health": health,
+    "/health/json": health_json,
     "/__standin/echo": echo,
     "/__standin/echo-key": echo_key,
     "/__standin/slow": slow,

@@ -23,6 +23,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -204,14 +205,18 @@ class UpstreamClient:
             raise _translate(exc, started=False) from None
         return UpstreamResponse(response.status, list(response.raw_headers), response, read)
 
-    async def health(self, limit: float = 2.0) -> bool:
-        """Is ProGet's /health answering 200? (readiness; needs no key)."""
+    async def health(self, limit: float = 2.0) -> tuple[bool, Any]:
+        """Does ProGet answer HTTP at all (any status: readiness), and its /health/json document (None if
+        not JSON). A 500 from a stopped ProGet component must not drain the gateway (upstream_health.py)."""
         if self._session is None:
-            return False
+            return False, None
         try:
             async with self._session.get(
-                self._settings.url + "/health", timeout=aiohttp.ClientTimeout(total=limit)
+                self._settings.url + "/health/json", timeout=aiohttp.ClientTimeout(total=limit)
             ) as response:
-                return response.status == 200
+                try:
+                    return True, await response.json(content_type=None)
+                except ValueError:
+                    return True, None
         except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+            return False, None
