@@ -42,6 +42,12 @@ LIMIT_REFUSALS = Counter(
     ["client", "reason", "mode"],
     registry=REGISTRY,
 )
+INSPECTED_HELD = Gauge(
+    "proget_gateway_inspected_bytes_held",
+    "Bytes of inspected request bodies held at once (limits.max_inspected_bytes_in_flight caps it).",
+    ["who"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "proget_gateway_upstream_queue_depth", "Requests waiting for an upstream slot.", registry=REGISTRY
 )

@@ -55,7 +55,10 @@ class Runtime:
     inspection: InspectionBudget = field(init=False)  # bytes of inspected bodies held at once
 
     def __post_init__(self) -> None:
-        self.inspection = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
+        self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
+        # read at scrape time: nothing on the hot path
+        metrics.INSPECTED_HELD.labels("all").set_function(lambda: budget.held)
+        metrics.INSPECTED_HELD.labels("anonymous").set_function(lambda: budget.anonymous_held)
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process: ids from several replicas do not collide
