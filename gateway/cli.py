@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway import __version__
 from gateway.settings import Config, ConfigError, load_config, token_hash
 
 CONFIG_ENV = "PROGET_GATEWAY_CONFIG"
@@ -20,7 +21,8 @@ CONFIG_ENV = "PROGET_GATEWAY_CONFIG"
 def _config_path(value: str | None) -> Path:
     path = value or os.environ.get(CONFIG_ENV)
     if not path:
-        raise SystemExit(f"error: give --config PATH or set {CONFIG_ENV}")
+        print(f"error: give --config PATH or set {CONFIG_ENV}", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, like every invalid config
     return Path(path)
 
 
@@ -101,7 +103,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from gateway.explain import explain
 
     try:
-        config = load_config(Path(args.config), resolve_keys=False)  # names only: no secret is read
+        config = load_config(_config_path(args.config), resolve_keys=False)  # names only: no secret read
     except ConfigError as err:
         _print_problems(err)
         return 2
@@ -126,13 +128,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="proget-gateway", description="Authenticating reverse proxy for Inedo ProGet."
+        prog="proget-gateway",
+        description="Authenticating reverse proxy for Inedo ProGet.",
+        allow_abbrev=False,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the gateway")
+    s = sub.add_parser("serve", help="run the gateway", allow_abbrev=False)
     s.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
     s.set_defaults(func=cmd_serve)
-    c = sub.add_parser("check", help="validate a config; print every problem; exit 0 valid, 2 invalid")
+    c = sub.add_parser(
+        "check", help="validate a config; print every problem; exit 0 valid, 2 invalid", allow_abbrev=False
+    )
     c.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
     c.add_argument(
         "--offline", action="store_true", help="do not fetch JWT issuers' discovery documents and keys"
@@ -145,13 +152,17 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     t = sub.add_parser("token", help="gateway tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
-    tn = tsub.add_parser("new", help="print a fresh token and the sha256 line for the config")
+    tn = tsub.add_parser(
+        "new", help="print a fresh token and the sha256 line for the config", allow_abbrev=False
+    )
     tn.add_argument("--client", help="the client the token is for (shown in the output)")
     tn.set_defaults(func=cmd_token_new)
     e = sub.add_parser(
-        "explain", help="dry-run the policy for one request (network only to fetch a JWT issuer's keys)"
+        "explain",
+        help="dry-run the policy for one request (network only to fetch a JWT issuer's keys)",
+        allow_abbrev=False,
     )
-    e.add_argument("--config", required=True)
+    e.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument(
         "--token-env", metavar="VAR", help="read the client's token from this environment variable"
@@ -160,7 +171,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("method")
     e.add_argument("url", help="a URL or a path, e.g. /nuget/internal/v3/index.json")
     e.set_defaults(func=cmd_explain)
-    d = sub.add_parser("demo", help="run a ProGet stand-in and the gateway on loopback, with example curls")
+    d = sub.add_parser(
+        "demo",
+        help="run a ProGet stand-in and the gateway on loopback, with example curls",
+        allow_abbrev=False,
+    )
     d.add_argument("--port", type=int, default=8080, help="gateway port (a free one if busy)")
     d.add_argument("--admin-port", type=int, default=9090, help="admin port (a free one if busy)")
     d.set_defaults(func=cmd_demo)

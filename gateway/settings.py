@@ -410,6 +410,15 @@ class Settings(_Strict):
         return f"{parts.scheme}://{parts.netloc}"
 
 
+def _why(exc: Exception) -> str:
+    """Why a file could not be read, in words (never a library's exception class name)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "unreadable"
+
+
 # --- pass 2: cross-references on the raw document -----------------------------------------------------
 
 
@@ -446,7 +455,16 @@ def _cross_check(raw: dict[str, Any]) -> list[str]:
         problems.append(
             f"clients: more than one anonymous client ({', '.join(anonymous)}); at most one is allowed"
         )
-    return problems
+    return problems + _check_ports(raw)
+
+
+def _check_ports(raw: dict[str, Any]) -> list[str]:
+    """The admin endpoints never share the proxy's port: bound twice, the proxy answered only 404s."""
+    listen = _as_dict(raw.get("listen")).get("port", Listen().port)
+    admin = _as_dict(raw.get("admin")).get("port", AdminListen().port)
+    if isinstance(admin, int) and admin == listen:
+        return [f"admin.port: {admin} is also listen.port; the admin endpoints never share the proxy's port"]
+    return []
 
 
 def _check_way_in(where: str, client: dict[str, Any]) -> list[str]:
@@ -489,7 +507,7 @@ def _resolve_key(name: str, source: KeySource, base: Path, env: Mapping[str, str
         try:
             value = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            return f"{where}.file: cannot read {path}: {type(exc).__name__}"
+            return f"{where}.file: cannot read {path}: {_why(exc)}"
     else:
         value = source.value.get_secret_value() if source.value else ""
     if not _KEY_VALUE.fullmatch(value):
@@ -676,7 +694,7 @@ def _resolve_redis_url(raw: dict[str, Any], base: Path) -> SecretStr | str | Non
         try:
             url = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            return f"{where}.url_file: cannot read {path}: {type(exc).__name__}"
+            return f"{where}.url_file: cannot read {path}: {_why(exc)}"
     else:
         url = redis.url.get_secret_value() if redis.url else ""
     if urlsplit(url).scheme not in _REDIS_SCHEMES:
@@ -736,9 +754,9 @@ def _read_jwks(where: str, file: Path, base: Path) -> dict[str, Any] | str:
         document = json.loads(path.read_text(encoding="utf-8"))
         pyjwt.PyJWKSet.from_dict(document)
     except OSError as exc:
-        return f"{where}: cannot read {path}: {exc.strerror or type(exc).__name__}"
-    except (ValueError, AttributeError, pyjwt.PyJWTError) as exc:
-        return f"{where}: {path} is not a usable JWKS ({{'keys': [...]}}): {type(exc).__name__}"
+        return f"{where}: cannot read {path}: {_why(exc)}"
+    except (ValueError, AttributeError, pyjwt.PyJWTError):
+        return f"{where}: {path} is not a usable JWKS (a JSON object {{'keys': [...]}} of valid keys)"
     return document if isinstance(document, dict) else f"{where}: {path} is not a JSON object"
 
 
@@ -751,7 +769,7 @@ def read_document(path: Path) -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(path), [f"(file): cannot read: {exc.strerror or type(exc).__name__}"]) from None
+        raise ConfigError(str(path), [f"(file): cannot read: {_why(exc)}"]) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -374,8 +374,31 @@ def test_schema_rejects_typos_and_wrong_values(helm: Helm, overrides: Doc, compl
             {"config": {"clients": [{"name": "x", "anonymous": True, "rules": [{"key": "app-read"}]}]}},
             "must be empty in sidecar mode",
         ),
+        (
+            CENTRAL,
+            {
+                "config": {
+                    "clients": [{"name": "x", "tokens": ["sha256:" + "0" * 64], "rules": [{"key": "nope"}]}]
+                }
+            },
+            'config.clients[0].rules[0].key: "nope" is not one of the keys',
+        ),
+        (CENTRAL, {"ports": {"http": 8080, "admin": 8080}}, "ports.admin: 8080 is also ports.http"),
+        (
+            SIDECAR,
+            {"sidecar": {"port": 8080, "adminPort": 8080}},
+            "sidecar.adminPort: 8080 is also sidecar.port",
+        ),
     ],
-    ids=["central-no-client", "sidecar-unknown-key", "no-keys", "sidecar-extra-client"],
+    ids=[
+        "central-no-client",
+        "sidecar-unknown-key",
+        "no-keys",
+        "sidecar-extra-client",
+        "central-unknown-key",
+        "central-admin-port",
+        "sidecar-admin-port",
+    ],
 )
 def test_render_refuses_configs_that_could_not_start(
     helm: Helm, values: Path, overrides: Doc, complaint: str

@@ -35,7 +35,7 @@ def test_check_resolves_key_sources_and_names_what_is_missing() -> None:
     assert done.returncode == 2
     assert [line.strip() for line in done.stderr.splitlines()[1:]] == [
         "keys.feeds-read.env: environment variable PROGET_KEY_FEEDS_READ is not set",
-        "keys.nuget-push.file: cannot read /run/secrets/proget/nuget-push: FileNotFoundError",
+        "keys.nuget-push.file: cannot read /run/secrets/proget/nuget-push: no such file or directory",
     ]
 
 
@@ -130,3 +130,26 @@ def test_demo_runs_and_its_first_curl_works() -> None:
     assert DEMO_TOKEN in out  # the demo prints its published token in the curls...
     audit = [line for line in out.splitlines() if line.startswith("{")]
     assert audit and all("demo-proget-key" not in line for line in audit)  # ...but never a key
+
+
+def test_the_command_line_says_its_version_and_refuses_abbreviations_and_missing_configs() -> None:
+    version = run("--version")
+    assert version.returncode == 0 and re.fullmatch(r"proget-gateway \d+\.\d+\.\d+\n", version.stdout)
+    abbreviated = run("check", "--conf", "config/demo.yaml")
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --conf" in abbreviated.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PROGET_GATEWAY_CONFIG"}
+    for command in ("check", "serve"):
+        done = subprocess.run([*CLI, command], capture_output=True, text=True, env=env, timeout=30)
+        assert done.returncode == 2, (command, done.returncode, done.stderr)
+        assert "give --config PATH or set PROGET_GATEWAY_CONFIG" in done.stderr
+
+
+def test_explain_reads_the_config_from_the_environment() -> None:
+    done = run(
+        "explain",
+        "--anonymous",
+        "GET",
+        "/nuget/internal/",
+        env={"PROGET_GATEWAY_CONFIG": "config/demo.yaml"},
+    )
+    assert "credential_missing" in done.stdout, done.stderr

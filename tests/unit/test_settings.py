@@ -79,6 +79,10 @@ def test_every_problem_is_reported_at_once() -> None:
             {"limits": {"max_rewrite_body_bytes": 2048, "max_inspected_bytes_in_flight": 1024}},
             "limits: max_inspected_bytes_in_flight must be at least max_rewrite_body_bytes",
         ),
+        (
+            {"listen": {"port": 8080}, "admin": {"port": 8080}},
+            "admin.port: 8080 is also listen.port; the admin endpoints never share",
+        ),
     ],
 )
 def test_field_problems(patch: dict[str, Any], expected: str) -> None:

@@ -515,7 +515,7 @@ def test_config_way_in_and_jwks_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config(jwt_client("k", "kubernetes/serviceaccount", jwks_file="bad.json"), base=tmp_path)
     assert info.value.problems == [
-        f"clients[0].jwt.jwks_file: {tmp_path / 'bad.json'} is not a usable JWKS ({{'keys': [...]}}): PyJWKSetError"
+        f"clients[0].jwt.jwks_file: {tmp_path / 'bad.json'} is not a usable JWKS (a JSON object {{'keys': [...]}} of valid keys)"
     ]
     both = {**jwt_client("a", ISS), "tokens": [f"sha256:{token_hash('pgw_t')}"]}
     assert config(both).jwt_clients[0].tokens  # tokens and jwt together are fine

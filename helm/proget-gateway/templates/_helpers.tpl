@@ -92,7 +92,20 @@ app.kubernetes.io/component: {{ ternary "gateway" "sidecar-config" (eq .Values.m
 {{- if not .Values.config.clients -}}
 {{- fail "config.clients: central mode needs at least one client (see config/example.yaml)" -}}
 {{- end -}}
+{{- if eq (int .Values.ports.http) (int .Values.ports.admin) -}}
+{{- fail (printf "ports.admin: %v is also ports.http; the admin endpoints never share the proxy's port" .Values.ports.admin) -}}
+{{- end -}}
+{{- range $c, $client := .Values.config.clients -}}
+{{- range $i, $rule := $client.rules -}}
+{{- if not (has $rule.key $names) -}}
+{{- fail (printf "config.clients[%d].rules[%d].key: %q is not one of the keys (%s)" $c $i $rule.key (join ", " $names)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- else -}}
+{{- if eq (int .Values.sidecar.port) (int .Values.sidecar.adminPort) -}}
+{{- fail (printf "sidecar.adminPort: %v is also sidecar.port; the admin endpoints never share the proxy's port" .Values.sidecar.adminPort) -}}
+{{- end -}}
 {{- if .Values.config.clients -}}
 {{- fail "config.clients: must be empty in sidecar mode; the sidecar's one client is sidecar.client" -}}
 {{- end -}}
