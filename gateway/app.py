@@ -14,10 +14,10 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway import upstream_health
+from gateway import status, upstream_health
 from gateway.admission import Admission
 from gateway.metrics import REGISTRY
 from gateway.pipeline import Runtime, handle
@@ -81,12 +81,14 @@ class Readiness:
         self._ttl = ttl
         self._checked = 0.0
         self._ok = False
+        self.components: dict[str, float] = {}  # ProGet's component health, for the status page
 
     async def ready(self) -> bool:
         now = time.monotonic()
         if now - self._checked > self._ttl:
             self._ok, doc = await self._upstream.health()
             upstream_health.record(doc if self._ok else None)
+            self.components = upstream_health.component_health(doc) if self._ok else {}
             self._checked = now
         return self._ok
 
@@ -106,5 +108,17 @@ def admin_app(proxy: ProxyApp) -> Starlette:
         await readiness.ready()  # refreshes proget_upstream_health (cached: no extra load on ProGet)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    async def page(request: Request) -> Response:
+        ok = await readiness.ready()
+        runtime = proxy.runtime
+        form = status.parse_form(dict(request.query_params), runtime.config)
+        upstream = status.Upstream(ok, readiness.components)
+        return HTMLResponse(status.render(runtime.config, runtime.recent, upstream, form))
+
+    routes = [
+        Route("/", page),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
     return Starlette(routes=routes)

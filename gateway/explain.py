@@ -12,7 +12,7 @@ import json
 
 from gateway.canonical import Route, Target, canonicalize
 from gateway.credentials import BodyKind, Credentials, find_credentials
-from gateway.errors import GatewayError
+from gateway.errors import CredentialMissing, GatewayError, TokenUnknown
 from gateway.framing import check_head
 from gateway.identity import Identity, identify
 from gateway.policy import decide
@@ -28,26 +28,67 @@ def explain(config: Config, method: str, target: bytes, token: str | None) -> tu
     if token is not None:
         headers.append((b"authorization", b"Bearer " + token.encode("utf-8")))
     try:
-        limits = config.settings.limits
-        check_head(method, headers, limits)
-        t = canonicalize(target, max_target_bytes=limits.max_target_bytes)
-        route = t.route.value + (f", method {t.native_method}" if t.route is Route.NATIVE else "")
-        route += f", feed {t.feed}" if t.feed else ""
-        lines.append(f"request:  {method} {t.path}  ({route})")
-        credentials = find_credentials(headers, t, None, BodyKind.STREAM, limits)
+        t = _request(config, method, target, headers, lines)
+        credentials = find_credentials(headers, t, None, BodyKind.STREAM, config.settings.limits)
         identity, also = asyncio.run(_identify(credentials, config))
         via = ",".join(credentials.sources) if identity.via != "anonymous" else "no credential"
         lines.append(f"client:   {identity.client.name}  ({identity.via} via {via})")
         lines += _jwt_lines(identity, also)
-        decision = decide(identity.client, method, t, config)
+        return _decide(config, method, t, identity, lines)
     except GatewayError as error:
-        lines.append(f"refused:  {error.status} {error.code}: {error.detail}")
-        return lines, False
+        return _refused(lines, error)
+
+
+def explain_as(config: Config, client: str | None, method: str, target: bytes) -> tuple[list[str], bool]:
+    """The same decision for a client picked by name, or anonymous (``None``): the status page's form,
+    where no token is ever typed in. Identification is the only stage it does not run."""
+    lines: list[str] = []
+    try:
+        t = _request(config, method, target, [(b"host", b"gateway.invalid")], lines)
+        identity = _chosen(config, client)
+        via = "picked by name" if client is not None else "no credential"
+        lines.append(f"client:   {identity.client.name}  ({identity.via}: {via})")
+        return _decide(config, method, t, identity, lines)
+    except GatewayError as error:
+        return _refused(lines, error)
+
+
+def _request(
+    config: Config, method: str, target: bytes, headers: list[tuple[bytes, bytes]], lines: list[str]
+) -> Target:
+    limits = config.settings.limits
+    check_head(method, headers, limits)
+    t = canonicalize(target, max_target_bytes=limits.max_target_bytes)
+    route = t.route.value + (f", method {t.native_method}" if t.route is Route.NATIVE else "")
+    route += f", feed {t.feed}" if t.feed else ""
+    lines.append(f"request:  {method} {t.path}  ({route})")
+    return t
+
+
+def _chosen(config: Config, client: str | None) -> Identity:
+    if client is None:
+        if config.anonymous is None:
+            raise CredentialMissing()
+        return Identity(config.anonymous, "anonymous")
+    if client not in config.clients:
+        raise TokenUnknown()
+    return Identity(config.clients[client], "named")
+
+
+def _decide(
+    config: Config, method: str, t: Target, identity: Identity, lines: list[str]
+) -> tuple[list[str], bool]:
+    decision = decide(identity.client, method, t, config)
     rule = identity.client.rules[decision.rule]
     lines.append(f"rule:     #{decision.rule} {json.dumps(rule.model_dump(mode='json', exclude_none=True))}")
     lines.append(f"key:      {decision.key}  (sent to ProGet as {_placement(method, t)}; value not shown)")
     lines.append("decision: allow")
     return lines, True
+
+
+def _refused(lines: list[str], error: GatewayError) -> tuple[list[str], bool]:
+    lines.append(f"refused:  {error.status} {error.code}: {error.detail}")
+    return lines, False
 
 
 _SHOWN = {

@@ -35,6 +35,7 @@ from gateway.redact import redact_error, redact_exception
 from gateway.responses import send_error
 from gateway.rewrite import client_view, rewrite_request
 from gateway.settings import Config
+from gateway.status import Recent
 from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient
 from gateway.workload_identity import JwtVerifier
@@ -52,9 +53,13 @@ class Runtime:
     upstream: UpstreamClient
     jwt: JwtVerifier | None = None  # workload identity: key sets and verified tokens, for the process
     admission: Admission | None = None  # limits protecting ProGet (gateway/admission.py)
-    inspection: InspectionBudget = field(init=False)  # bytes of inspected bodies held at once
+    inspection: InspectionBudget = field(init=False)
+    recent: Recent = field(
+        init=False
+    )  # the admin status page's memory (gateway/status.py)  # bytes of inspected bodies held at once
 
     def __post_init__(self) -> None:
+        self.recent = Recent(self.config.settings.status_page.recent)
         self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
         # read at scrape time: nothing on the hot path
         metrics.INSPECTED_HELD.labels("all").set_function(lambda: budget.held)
@@ -104,6 +109,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         flow.duration_s = time.perf_counter() - flow.started
         audit.emit(flow)
         metrics.observe(flow)
+        runtime.recent.record(flow)
 
 
 def _uncancel() -> None:

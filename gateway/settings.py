@@ -384,6 +384,10 @@ class Limits(_Strict):
         return self
 
 
+class StatusPage(_Strict):
+    recent: int = Field(default=200, ge=1, le=100_000)  # refusals kept in memory for the admin page
+
+
 class Settings(_Strict):
     upstream: UpstreamSettings
     public_url: str | None = None
@@ -396,6 +400,7 @@ class Settings(_Strict):
     clients: tuple[ClientSettings, ...] = Field(min_length=1)
     limits: Limits = Limits()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    status_page: StatusPage = StatusPage()
 
     @field_validator("public_url")
     @classmethod
