@@ -15,7 +15,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.e2e.conftest import KEY_NATIVE, KEY_PUSH, KEY_READ, TOKEN_CI, Gateway
 
@@ -56,6 +57,15 @@ def _traffic(gw: Gateway) -> None:
         assert refused.status_code == 403
 
 
+def _submit(browser: webdriver.Chrome) -> str:
+    """Submit the explain form and read the result off the page that replaces this one."""
+    button = browser.find_element(By.ID, "explain-submit")
+    button.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
+    result: str = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "explain-result")).text
+    return result
+
+
 def test_a_person_sees_refusals_and_explains_a_request(gateway: Gateway, browser: webdriver.Chrome) -> None:
     _traffic(gateway)
     browser.get(gateway.admin_url + "/")
@@ -71,16 +81,14 @@ def test_a_person_sees_refusals_and_explains_a_request(gateway: Gateway, browser
     Select(browser.find_element(By.ID, "explain-client")).select_by_visible_text("ci")
     Select(browser.find_element(By.ID, "explain-method")).select_by_visible_text("POST")
     browser.find_element(By.ID, "explain-url").send_keys("/api/json/Users_DeleteUser")
-    browser.find_element(By.ID, "explain-submit").click()
-    refused = browser.find_element(By.ID, "explain-result").text
+    refused = _submit(browser)
     assert "refused:  403 native_method_not_allowed" in refused
 
     Select(browser.find_element(By.ID, "explain-method")).select_by_visible_text("GET")
     url = browser.find_element(By.ID, "explain-url")
     url.clear()
     url.send_keys("/__standin/echo")
-    browser.find_element(By.ID, "explain-submit").click()
-    allowed = browser.find_element(By.ID, "explain-result").text
+    allowed = _submit(browser)
     assert "decision: allow" in allowed and "key:      read" in allowed
 
     ARTIFACTS.mkdir(exist_ok=True)
