@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -77,7 +79,31 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 2
     allowed = len(s.native_api.allow)
     print(f"{path}: ok — {len(s.clients)} client(s), {len(s.keys)} key(s), {allowed} Native API method(s)")
+    for warning in lifetime_warnings(config, datetime.now(UTC)):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+WARN_BEFORE = timedelta(days=14)
+
+
+def lifetime_warnings(config: Config, now: datetime) -> list[str]:
+    """Tokens and keys that have expired or will within :data:`WARN_BEFORE` (rotation reminders)."""
+    out = []
+    for client in config.settings.clients:
+        for t in client.tokens:
+            if t.not_after is not None and t.not_after - now < WARN_BEFORE:
+                name = f"token {t.label!r}" if t.label else f"token sha256:{t.hash[7:15]}…"
+                out.append(f"client {client.name!r}: {name} {_ends(t.not_after, now)}")
+    for key, source in config.settings.keys.items():
+        if source.expires is not None and source.expires - now < WARN_BEFORE:
+            out.append(f"key {key!r} {_ends(source.expires, now)}")
+    return out
+
+
+def _ends(when: datetime, now: datetime) -> str:
+    stamp = f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"expired at {stamp}" if when <= now else f"expires at {stamp} (in {(when - now).days} day(s))"
 
 
 async def _probe_issuers(config: Config) -> list[str]:
@@ -90,13 +116,38 @@ async def _probe_issuers(config: Config) -> list[str]:
 
 def cmd_token_new(args: argparse.Namespace) -> int:
     token = "pgw_" + secrets.token_urlsafe(32)
+    entry = f'"sha256:{token_hash(token)}"'
+    if args.expires or args.label:
+        label = args.label or (f"{args.client}-{datetime.now(UTC):%Y%m%d}" if args.client else None)
+        fields = [f"hash: {entry}"] + ([f"label: {label}"] if label else [])
+        if args.expires:
+            fields.append(f"not_after: {_end_of_validity(args.expires):%Y-%m-%dT%H:%M:%SZ}")
+        entry = "{" + ", ".join(fields) + "}"
     print(f"token:  {token}")
     print(
         "config: paste the line below into the client's tokens list"
         + (f" ({args.client})" if args.client else "")
     )
-    print(f'  tokens: ["sha256:{token_hash(token)}"]')
+    print(f"  tokens: [{entry}]")
     return 0
+
+
+_DURATION = re.compile(r"(\d+)([dh])")
+
+
+def _end_of_validity(text: str) -> datetime:
+    """``90d``, ``36h`` from now, or an ISO date/time (UTC when no zone is given)."""
+    found = _DURATION.fullmatch(text.strip())
+    if found:
+        n, unit = int(found[1]), found[2]
+        return datetime.now(UTC).replace(microsecond=0) + (
+            timedelta(days=n) if unit == "d" else timedelta(hours=n)
+        )
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"error: --expires {text!r}: give a duration (90d, 36h) or an ISO date") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -156,6 +207,8 @@ def parser() -> argparse.ArgumentParser:
         "new", help="print a fresh token and the sha256 line for the config", allow_abbrev=False
     )
     tn.add_argument("--client", help="the client the token is for (shown in the output)")
+    tn.add_argument("--expires", metavar="WHEN", help="end of validity: a duration (90d, 36h) or an ISO date")
+    tn.add_argument("--label", help="a name for the token in the audit line (default: CLIENT-YYYYMMDD)")
     tn.set_defaults(func=cmd_token_new)
     e = sub.add_parser(
         "explain",

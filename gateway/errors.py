@@ -122,6 +122,17 @@ class TokenUnknown(Unauthenticated):
     default_detail = "The credential is not known to this gateway."
 
 
+class TokenExpired(Unauthenticated):
+    """A configured token past its ``not_after``; ``label`` names it in the audit line."""
+
+    code = "token_expired"
+    default_detail = "This token has expired: ask for a new one."
+
+    def __init__(self, label: str | None = None) -> None:
+        super().__init__(self.default_detail + (f" (token {label!r})" if label else ""))
+        self.label = label
+
+
 class TokenInvalid(Unauthenticated):
     code = "token_invalid"
     default_detail = "The token could not be verified."

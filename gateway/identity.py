@@ -10,10 +10,11 @@ way in, so a JWT client and a token client can never both claim it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from gateway.credentials import Credentials
-from gateway.errors import CredentialMissing, TokenUnknown
+from gateway.errors import CredentialMissing, TokenExpired, TokenUnknown
 from gateway.settings import ClientSettings, Config, token_hash
 from gateway.workload_identity import JwtMatch, JwtVerifier, cached_match, looks_like_jwt, verify_jwt
 
@@ -25,6 +26,7 @@ class Identity:
     subject: str | None = None  # jwt: the verified `sub`
     issuer: str | None = None  # jwt: the verified `iss`
     matched: tuple[str, ...] = ()  # jwt: the `name=value` constraints that picked the client
+    label: str | None = None  # token: the configured label of the token, if any
 
 
 async def identify(credentials: Credentials, config: Config, verifier: JwtVerifier | None = None) -> Identity:
@@ -40,10 +42,12 @@ async def identify(credentials: Credentials, config: Config, verifier: JwtVerifi
         if verifier is None or not config.jwt_clients:
             raise TokenUnknown()
         return _jwt_identity(await verify_jwt(token, verifier))
-    name = config.token_index.get(token_hash(token))
-    if name is None:
+    record = config.token_index.get(token_hash(token))
+    if record is None:
         raise TokenUnknown()
-    return Identity(config.clients[name], "token")
+    if record.not_after is not None and time.time() >= record.not_after:
+        raise TokenExpired(record.label)
+    return Identity(config.clients[record.client], "token", label=record.label)
 
 
 def _jwt_identity(match: JwtMatch) -> Identity:

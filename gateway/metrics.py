@@ -3,12 +3,15 @@ config, codes from errors.py, status as a class; never a path, a token or an add
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.audit import Flow
 from gateway.errors import Throttled
+from gateway.settings import Config
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -46,6 +49,18 @@ INSPECTED_HELD = Gauge(
     "proget_gateway_inspected_bytes_held",
     "Bytes of inspected request bodies held at once (limits.max_inspected_bytes_in_flight caps it).",
     ["who"],
+    registry=REGISTRY,
+)
+TOKEN_EXPIRY = Gauge(
+    "proget_gateway_token_expiry_seconds",
+    "Seconds until the earliest not_after among a client's tokens (clients with one only).",
+    ["client"],
+    registry=REGISTRY,
+)
+KEY_EXPIRY = Gauge(
+    "proget_gateway_key_expiry_seconds",
+    "Seconds until a ProGet key's declared expires (keys that declare one only).",
+    ["key"],
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(
@@ -113,3 +128,20 @@ def observe(flow: Flow) -> None:
         BYTES.labels("in").inc(flow.bytes_in)
     if flow.bytes_out:
         BYTES.labels("out").inc(flow.bytes_out)
+
+
+def publish_lifetimes(config: Config) -> None:
+    """Point the expiry gauges at this config's lifetimes (read at scrape time: nothing per request)."""
+    TOKEN_EXPIRY.clear()
+    KEY_EXPIRY.clear()
+    for client in config.settings.clients:
+        ends = [t.not_after.timestamp() for t in client.tokens if t.not_after is not None]
+        if ends:
+            TOKEN_EXPIRY.labels(client.name).set_function(_seconds_until(min(ends)))
+    for name, source in config.settings.keys.items():
+        if source.expires is not None:
+            KEY_EXPIRY.labels(name).set_function(_seconds_until(source.expires.timestamp()))
+
+
+def _seconds_until(end: float) -> Callable[[], float]:
+    return lambda: end - time.time()

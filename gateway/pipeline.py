@@ -26,7 +26,7 @@ from gateway.bodies import InspectionBudget, read_capped
 from gateway.canonical import canonicalize
 from gateway.credentials import BodyKind, body_kind, find_credentials
 from gateway.egress import check_egress, presented
-from gateway.errors import ClientAborted, GatewayError, InternalError
+from gateway.errors import ClientAborted, GatewayError, InternalError, TokenExpired
 from gateway.forward import forward
 from gateway.framing import check_head
 from gateway.identity import identify
@@ -60,6 +60,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.recent = Recent(self.config.settings.status_page.recent)
+        metrics.publish_lifetimes(self.config)
         self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
         # read at scrape time: nothing on the hot path
         metrics.INSPECTED_HELD.labels("all").set_function(lambda: budget.held)
@@ -120,6 +121,8 @@ def _uncancel() -> None:
 
 async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
     flow.fail(error)
+    if isinstance(error, TokenExpired):
+        flow.token_label = error.label
     if isinstance(error, ClientAborted):
         return
     if flow.response_started:
@@ -159,6 +162,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
 
     identity = await identify(credentials, config, runtime.jwt)
     flow.client, flow.subject, flow.issuer = identity.client.name, identity.subject, identity.issuer
+    flow.token_label = identity.label
     decision = decide(identity.client, flow.method, target, config)
     flow.key, flow.rule, flow.reason = decision.key, decision.rule, f"rule:{decision.rule}"
 

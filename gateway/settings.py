@@ -29,12 +29,14 @@ import jwt as pyjwt
 import yaml
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     IPvAnyNetwork,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -175,6 +177,7 @@ class KeySource(_Strict):
     env: str | None = None
     file: Path | None = None
     value: SecretStr | None = None
+    expires: AwareDatetime | None = None  # when ProGet stops accepting it: a gauge and a `check` warning
 
     @model_validator(mode="after")
     def _exactly_one(self) -> KeySource:
@@ -323,9 +326,29 @@ class ClientLimits(_Strict):
     uploads: int | None = Field(default=None, ge=1, le=100000)
 
 
+class TokenEntry(_Strict):
+    """A gateway token's sha256, with an optional label (named in the audit line) and end of validity.
+
+    Rotation without a flag day: add the new token, hand it out, let the old one reach ``not_after``
+    (then 401 ``token_expired``, not ``token_unknown``, so the client's owner knows what happened)."""
+
+    hash: TokenHash
+    label: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    not_after: AwareDatetime | None = None
+
+
+def _token_entry(value: object) -> object:
+    """The plain string form (``"sha256:…"``) stays valid: it is an entry with only a hash."""
+    return {"hash": value} if isinstance(value, str) else value
+
+
+TokenList = tuple[Annotated[TokenEntry, BeforeValidator(_token_entry)], ...]
+
+
 class ClientSettings(_Strict):
     name: Name
-    tokens: tuple[TokenHash, ...] = ()
+    tokens: TokenList = ()
+    tokens_file: Path | None = None  # more entries (same forms), e.g. from a mounted Secret
     jwt: JwtSettings | None = None
     anonymous: bool = False
     rules: tuple[Rule, ...] = Field(min_length=1)
@@ -474,7 +497,8 @@ def _check_ports(raw: dict[str, Any]) -> list[str]:
 
 def _check_way_in(where: str, client: dict[str, Any]) -> list[str]:
     """A client is reached by tokens and/or a jwt, or is the anonymous one — never both, never neither."""
-    anonymous, tokens = client.get("anonymous") is True, bool(client.get("tokens"))
+    anonymous = client.get("anonymous") is True
+    tokens = bool(client.get("tokens")) or client.get("tokens_file") is not None
     jwt = client.get("jwt") is not None
     if anonymous and tokens:
         return [f"{where}: an anonymous client takes no tokens"]
@@ -547,12 +571,21 @@ class UpstreamKey:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """What a configured token hash stands for."""
+
+    client: str
+    label: str | None = None
+    not_after: float | None = None  # POSIX seconds; None: no end
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything the running gateway needs, validated and immutable."""
 
     settings: Settings
     keys: Mapping[str, UpstreamKey]
-    token_index: Mapping[str, str]  # lowercase hex sha256 of a token -> client name
+    token_index: Mapping[str, TokenRecord]  # lowercase hex sha256 of a token -> its client and lifetime
     clients: Mapping[str, ClientSettings]
     anonymous: ClientSettings | None
     native_allow: frozenset[str]  # casefolded
@@ -565,7 +598,13 @@ class Config:
 def _freeze(
     settings: Settings, keys: dict[str, UpstreamKey], source: str, jwks_files: dict[str, dict[str, Any]]
 ) -> Config:
-    index = {t.removeprefix("sha256:"): c.name for c in settings.clients for t in c.tokens}
+    index = {
+        t.hash.removeprefix("sha256:"): TokenRecord(
+            c.name, t.label, t.not_after.timestamp() if t.not_after is not None else None
+        )
+        for c in settings.clients
+        for t in c.tokens
+    }
     anonymous = next((c for c in settings.clients if c.anonymous), None)
     return Config(
         settings=settings,
@@ -616,9 +655,9 @@ def _duplicate_token_problems(clients: list[tuple[int, ClientSettings]]) -> list
     problems = []
     for i, client in clients:
         for t in client.tokens:
-            if t in owners and owners[t] != client.name:
-                problems.append(f"clients[{i}].tokens: a token hash is also used by {owners[t]!r}")
-            owners.setdefault(t, client.name)
+            if t.hash in owners and owners[t.hash] != client.name:
+                problems.append(f"clients[{i}].tokens: a token hash is also used by {owners[t.hash]!r}")
+            owners.setdefault(t.hash, client.name)
     return problems
 
 
@@ -656,10 +695,13 @@ def build_config(
     problems += [p for p in keys.values() if isinstance(p, str)]
     jwks_files = _read_jwks_files(_as_list(raw.get("clients")), base or Path.cwd())
     problems += [p for p in jwks_files.values() if isinstance(p, str)]
+    token_files = _read_token_files(_as_list(raw.get("clients")), base or Path.cwd())
+    problems += [p for p in token_files.values() if isinstance(p, str)]
     redis_url = _resolve_redis_url(raw, base or Path.cwd()) if resolve_keys else None
     problems += [redis_url] if isinstance(redis_url, str) else []
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
+    settings = _with_file_tokens(settings, {n: t for n, t in token_files.items() if not isinstance(t, str)})
     resolved = {name: k for name, k in keys.items() if isinstance(k, UpstreamKey)}
     documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
     config = _freeze(settings, resolved, source, documents)
@@ -737,6 +779,41 @@ def _shadowed_jwt_problems(clients: list[tuple[int, ClientSettings]]) -> list[st
                 )
                 break
     return problems
+
+
+_TOKEN_LIST: TypeAdapter[TokenList] = TypeAdapter(TokenList)
+
+
+def _read_token_files(raw_clients: list[Any], base: Path) -> dict[str, TokenList | str]:
+    """Read every ``tokens_file``: a YAML list of entries in the forms ``tokens`` takes."""
+    out: dict[str, TokenList | str] = {}
+    for i, raw_client in enumerate(raw_clients):
+        client = _as_dict(raw_client)
+        file = client.get("tokens_file")
+        if not isinstance(file, str):
+            continue  # absent, or pass 1 reported it
+        where, path = f"clients[{i}].tokens_file", Path(file) if Path(file).is_absolute() else base / file
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+            out[str(client.get("name"))] = _TOKEN_LIST.validate_python(document or [])
+        except (OSError, UnicodeDecodeError) as exc:
+            out[str(client.get("name"))] = f"{where}: cannot read {path}: {_why(exc)}"
+        except yaml.YAMLError:
+            out[str(client.get("name"))] = f"{where}: {path} is not valid YAML"
+        except ValidationError as exc:
+            first = _pydantic_problems(exc)[0]
+            out[str(client.get("name"))] = f"{where}: {path}: entry {first}"
+    return out
+
+
+def _with_file_tokens(settings: Settings, files: Mapping[str, TokenList]) -> Settings:
+    if not files:
+        return settings
+    clients = tuple(
+        c.model_copy(update={"tokens": c.tokens + files[c.name]}) if c.name in files else c
+        for c in settings.clients
+    )
+    return settings.model_copy(update={"clients": clients})
 
 
 def _read_jwks_files(raw_clients: list[Any], base: Path) -> dict[str, dict[str, Any] | str]:

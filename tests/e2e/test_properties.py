@@ -110,7 +110,7 @@ def expected_key(
     creds = find_credentials(
         raw_headers, t, body if kind is not BodyKind.STREAM else None, kind, config.settings.limits
     )
-    name = config.token_index[token_hash(creds.token or "")]
+    name = config.token_index[token_hash(creds.token or "")].client
     decision = decide(config.clients[name], method, t, config)
     return t.path, config.keys[decision.key].x_apikey.decode()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.settings import ConfigError, build_config, load_config, token_hash
+from gateway.settings import ConfigError, TokenRecord, build_config, load_config, token_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = "sha256:" + token_hash("pgw_t")
@@ -32,7 +32,7 @@ def problems(raw: dict[str, Any], env: dict[str, str] | None = None) -> list[str
 def test_valid_config_is_frozen_and_indexed() -> None:
     config = build_config(GOOD, env=ENV)
     assert config.settings.upstream.url == "http://proget.internal:8624"
-    assert config.token_index == {token_hash("pgw_t"): "ci"}
+    assert config.token_index == {token_hash("pgw_t"): TokenRecord("ci")}
     assert config.anonymous is not None and config.anonymous.name == "pod"
     assert config.keys["read"].secret.get_secret_value() == "read-key"
     assert config.native_allow == frozenset({"feeds_getfeeds"})
@@ -51,7 +51,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert sorted(found) == sorted(
         [
             "bogus: Extra inputs are not permitted",
-            "clients[0].tokens[0]: a token must be 'sha256:' followed by 64 lowercase hex digits",
+            "clients[0].tokens[0].hash: a token must be 'sha256:' followed by 64 lowercase hex digits",
             "clients[0].rules[1].paths[0]: malformed glob '/a/b**': '**' must be a whole segment; no ?, [ ] or spaces",
             "clients[0].rules[1].key: unknown key 'nope' (define it under 'keys')",
             "clients[1].rules[0].native[0]: 'Users_DeleteUser' is not in native_api.allow",
