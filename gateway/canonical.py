@@ -25,14 +25,14 @@ from gateway.errors import (
     TargetTooLong,
 )
 
-__all__ = ["FEED_PREFIXES", "Route", "Target", "canonicalize"]
+__all__ = ["API_FAMILIES", "FEED_PREFIXES", "Route", "Target", "canonicalize"]
 
 
 class Route(StrEnum):
     """What kind of ProGet endpoint a path reaches; the policy treats each kind differently."""
 
     NATIVE = "native"  # /api/json/<Method>
-    API = "api"  # any other /api/... path
+    API = "api"  # /api, /api/<x>, or a path under a documented family (API_FAMILIES)
     FEED = "feed"  # a feed endpoint prefix (FEED_PREFIXES)
     OTHER = "other"  # UI, /health, anything else
 
@@ -41,6 +41,17 @@ FEED_PREFIXES: frozenset[str] = frozenset(
     {
         "nuget", "npm", "pypi", "v2", "maven2", "debian", "rpm", "apk", "rubygems", "helm", "conda",
         "cran", "conan", "cargo", "composer", "pub", "vsix", "upack", "symbols", "endpoints",
+    }
+)  # fmt: skip
+
+# The second segment of every documented /api/ path that is NOT the Native API (proget-facts.md, "API
+# families", plus legacy endpoints older tools still call). Any other /api/<x>/<more> could be a Native
+# API call in a format we do not inspect (ProGet routes /api/<format>/<Method>), so it is refused.
+API_FAMILIES: frozenset[str] = frozenset(
+    {
+        "packages", "promotions", "repackaging", "management", "storage", "containers", "sca",
+        "licenses", "security", "api-keys", "settings", "package-deployment", "dependencies",
+        "webhooks", "connector-health",
     }
 )  # fmt: skip
 
@@ -209,13 +220,7 @@ def _classify(segments: list[str]) -> tuple[Route, str | None, str | None, str |
     seg0 = segments[0].lower()
     seg1 = segments[1].lower() if len(segments) > 1 else ""
     if seg0 == "api":
-        if seg1.startswith("soap"):
-            raise NativeApiBlocked()
-        if seg1 == "json":
-            return Route.NATIVE, _native_method(segments), None, None
-        if seg1 == "packages" and len(segments) > 2 and segments[2]:
-            return Route.API, None, "api", segments[2]
-        return Route.API, None, None, None
+        return _classify_api(segments, seg1)
     if seg0 == "reference" and seg1.startswith("api"):
         raise NativeApiBlocked()
     if seg0 in FEED_PREFIXES:
@@ -224,6 +229,28 @@ def _classify(segments: list[str]) -> tuple[Route, str | None, str | None, str |
             feed = None  # registry-level endpoints: /v2/_catalog, /v2/_auth
         return Route.FEED, None, seg0, feed
     return Route.OTHER, None, None, None
+
+
+def _classify_api(segments: list[str], seg1: str) -> tuple[Route, str | None, str | None, str | None]:
+    """``/api/<family>/...`` is the HTTP API; anything else that names a method is the Native API.
+
+    ProGet serves the Native API as ``/api/<format>/<Method>``. Only ``json`` is documented and only
+    its bodies are inspected, so a method path under any other second segment that is not a documented
+    family is refused: an unknown format could read parameters (and ``API_Key``) from a body we never
+    parsed, and the allowlist was written for JSON calls.
+    """
+    if seg1.startswith("soap"):
+        raise NativeApiBlocked()
+    if seg1 == "json":
+        return Route.NATIVE, _native_method(segments), None, None
+    if seg1 == "packages" and len(segments) > 2 and segments[2]:
+        return Route.API, None, "api", segments[2]
+    if seg1 in API_FAMILIES or len(segments) < 3 or segments[2:] == [""]:
+        return Route.API, None, None, None  # a family, or /api/<x>[/]: no method is named
+    raise NativePathInvalid(
+        "The second segment is not a documented ProGet API family, and Native API calls are "
+        "/api/json/<Method>."
+    )
 
 
 def _native_method(segments: list[str]) -> str:

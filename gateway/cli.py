@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import __version__
+from gateway.secret_routes import naming_rules
 from gateway.settings import Config, ConfigError, load_config, token_hash
 
 CONFIG_ENV = "PROGET_GATEWAY_CONFIG"
@@ -79,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 2
     allowed = len(s.native_api.allow)
     print(f"{path}: ok — {len(s.clients)} client(s), {len(s.keys)} key(s), {allowed} Native API method(s)")
-    for warning in lifetime_warnings(config, datetime.now(UTC)):
+    for warning in [*naming_rules(config), *lifetime_warnings(config, datetime.now(UTC))]:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 

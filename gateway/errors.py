@@ -161,6 +161,16 @@ class NativeApiBlocked(Forbidden):
     default_detail = "This ProGet interface is never reachable through the gateway."
 
 
+class SecretRouteNotNamed(Forbidden):
+    code = "secret_route_not_named"
+    default_detail = "ProGet's answers on this route carry secrets; only a rule that names it allows it."
+
+
+class SecretRouteBlocked(Forbidden):
+    code = "secret_route_blocked"
+    default_detail = "This ProGet route hands out ProGet's own credentials; the gateway never relays it."
+
+
 # --- 4xx: shape and size -------------------------------------------------------------------------
 
 

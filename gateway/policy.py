@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from gateway.canonical import Route, Target
-from gateway.errors import NativeMethodNotAllowed, NoMatchingRule
+from gateway.errors import NativeMethodNotAllowed, NoMatchingRule, SecretRouteBlocked, SecretRouteNotNamed
+from gateway.secret_routes import SecretRoute, names, secret_route
 from gateway.settings import ClientSettings, Config, Rule
 
 
@@ -26,12 +27,24 @@ class Decision:
 
 
 def decide(client: ClientSettings, method: str, target: Target, config: Config) -> Decision:
-    """First rule of ``client`` that matches wins; refuse with a reason when none does."""
+    """First rule of ``client`` that matches wins; refuse with a reason when none does.
+
+    On a route whose answers carry ProGet's secrets (:mod:`gateway.secret_routes`) a rule matches only
+    through a path glob that names the route; ``/v2/_auth`` is refused whatever the rules say.
+    """
     if target.route is Route.NATIVE:
         _check_native_allowed(target, config)
+    secret = secret_route(target.path)
+    if secret is not None and not secret.nameable:
+        raise SecretRouteBlocked()
     for index, rule in enumerate(client.rules):
-        if rule_matches(rule, method, target):
+        if rule_matches(rule, method, target, secret):
             return Decision(client.name, index, rule.key, f"rule {index} of client {client.name!r}")
+    if secret is not None:
+        raise SecretRouteNotNamed(
+            f"ProGet's answers on {secret.glob} carry secrets ({secret.leaks}); no rule of client "
+            f"{client.name!r} that names this route in its paths allows {method} on it."
+        )
     raise NoMatchingRule(f"No rule of client {client.name!r} allows {method} on this path.")
 
 
@@ -41,8 +54,11 @@ def _check_native_allowed(target: Target, config: Config) -> None:
         raise NativeMethodNotAllowed(f"Native API method {method!r} is not on the allowlist.")
 
 
-def rule_matches(rule: Rule, method: str, target: Target) -> bool:
-    """One rule against one request; the rule's fields are ANDed, each list is ORed."""
+def rule_matches(rule: Rule, method: str, target: Target, secret: SecretRoute | None = None) -> bool:
+    """One rule against one request; the rule's fields are ANDed, each list is ORed.
+
+    ``secret``: the secret-bearing route the path reaches; then only a glob naming it can match.
+    """
     if rule.methods is not None and method not in rule.methods:
         return False
     if rule.native is not None:
@@ -51,6 +67,10 @@ def rule_matches(rule: Rule, method: str, target: Target) -> bool:
         return False
     if rule.feeds is not None and not _feed_listed(rule.feeds, target.feed):
         return False
+    if secret is not None:
+        return rule.paths is not None and any(
+            names(p, secret) and glob_regex(p).fullmatch(target.path) for p in rule.paths
+        )
     return rule.paths is None or any(glob_regex(p).fullmatch(target.path) for p in rule.paths)
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.canonical import FEED_PREFIXES, Route, Target, canonicalize
+from gateway.canonical import API_FAMILIES, FEED_PREFIXES, Route, Target, canonicalize
 from gateway.errors import (
     GatewayError,
     NativeApiBlocked,
+    NativeMethodNotAllowed,
     NativePathInvalid,
     PathNotCanonical,
     TargetNotOriginForm,
     TargetTooLong,
 )
+from gateway.policy import decide
+from gateway.settings import build_config, token_hash
 
 N, A, F, OT = Route.NATIVE, Route.API, Route.FEED, Route.OTHER
 
@@ -32,7 +37,13 @@ ACCEPTED: list[tuple[bytes, tuple[str, Route, str | None, str | None, str | None
     # Other API paths.
     (b"/api", ("/api", A, None, None, None)),
     (b"/api/", ("/api/", A, None, None, None)),
-    (b"/api/jsonx/X", ("/api/jsonx/X", A, None, None, None)),
+    (b"/api/jsonx", ("/api/jsonx", A, None, None, None)),  # no method segment: nothing to call
+    (b"/api/xml/", ("/api/xml/", A, None, None, None)),
+    (b"/api/x", ("/api/x", A, None, None, None)),
+    (b"/API/Settings/list", ("/API/Settings/list", A, None, None, None)),
+    (b"/api/api-keys/create", ("/api/api-keys/create", A, None, None, None)),
+    (b"/api/sca/builds?project=x", ("/api/sca/builds", A, None, None, None)),
+    (b"/api/Package-Deployment/", ("/api/Package-Deployment/", A, None, None, None)),
     (b"/api/packages/myfeed/download", ("/api/packages/myfeed/download", A, None, "api", "myfeed")),
     (b"/API/Packages/MyFeed/upload", ("/API/Packages/MyFeed/upload", A, None, "api", "MyFeed")),
     (b"/api/packages/", ("/api/packages/", A, None, None, None)),
@@ -191,6 +202,19 @@ REFUSED: list[tuple[bytes, type[GatewayError]]] = [
     (b"/api/json/Feeds_GetFeeds%20", NativePathInvalid),
     (b"/api/json/%C3%A9", NativePathInvalid),
     (b"/api/json/A:b", NativePathInvalid),
+    # Section 3: any other format segment is a Native API call we do not inspect.
+    (b"/api/xml/Users_GetUsers", NativePathInvalid),
+    (b"/api/XML/Feeds_GetFeeds/", NativePathInvalid),
+    (b"/api/jsonx/X", NativePathInvalid),
+    (b"/api/json2/Feeds_GetFeeds", NativePathInvalid),
+    (b"/api/Json.xml/Feeds_GetFeeds", NativePathInvalid),
+    (b"/api/js%6Fnp/Feeds_GetFeeds", NativePathInvalid),
+    (b"/api/json/Feeds_GetFeeds.json", NativePathInvalid),
+    (b"/api/json/Feeds_GetFeeds.xml/", NativePathInvalid),
+    (b"/api/native/Feeds_GetFeeds", NativePathInvalid),
+    (b"/api/files/big.bin", NativePathInvalid),
+    (b"/api/x/y/z", NativePathInvalid),
+    (b"/api/packagesx/feed/download", NativePathInvalid),
 ]
 
 
@@ -280,3 +304,92 @@ def test_target_is_frozen_and_positional() -> None:
 def test_route_values_are_stable_strings() -> None:
     assert [r.value for r in Route] == ["native", "api", "feed", "other"]
     assert f"{Route.NATIVE}" == "native"
+
+
+def test_api_families_are_the_documented_set() -> None:
+    """proget-facts.md, "API families" and the legacy endpoints of §1.2; docs/security.md lists them."""
+    documented = {
+        "packages", "promotions", "repackaging", "management", "storage", "containers", "sca",
+        "licenses", "security", "api-keys", "settings", "package-deployment", "dependencies",
+        "webhooks", "connector-health",
+    }  # fmt: skip
+    assert documented == API_FAMILIES
+
+
+@pytest.mark.parametrize("family", sorted(API_FAMILIES))
+def test_every_family_is_an_api_route_in_any_case(family: str) -> None:
+    for spelling in (family, family.upper(), family.title()):
+        t = canonicalize(f"/api/{spelling}/list/x/".encode())
+        assert (t.route, t.native_method) == (Route.API, None)
+
+
+# --- property: under an /api/** rule, no spelling of a Native API call escapes the allowlist --------
+
+POLICY = build_config(
+    {
+        "upstream": {"url": "http://p"},
+        "keys": {"api": {"value": "k1"}, "native": {"value": "k2"}},
+        "native_api": {"allow": ["Feeds_GetFeeds"]},
+        "clients": [
+            {
+                "name": "c",
+                "tokens": ["sha256:" + token_hash("t")],
+                "rules": [
+                    {"native": ["Feeds_GetFeeds"], "key": "native"},
+                    {"paths": ["/api/**"], "key": "api"},
+                ],
+            }
+        ],
+    },
+    env={},
+)
+FORMATS = ["json", "xml", "soap", "jsonp", "json2", "native", "yaml", "Json.xml", "js%6Fn", "%78ml", "x"]
+UNRESERVED_TEXT = "abcdefjlmnopsxyzJSONXML0123456789-._~"
+
+
+def _any_case(text: str, flips: list[bool]) -> str:
+    return "".join(
+        c.upper() if flip else c.lower() for c, flip in zip(text, flips + [False] * len(text), strict=False)
+    )
+
+
+@st.composite
+def native_like_targets(draw: st.DrawFn) -> tuple[bytes, str]:
+    base = draw(
+        st.one_of(st.sampled_from(FORMATS), st.text(alphabet=UNRESERVED_TEXT, min_size=1, max_size=8))
+    )
+    fmt = _any_case(base, draw(st.lists(st.booleans(), max_size=8)))
+    method = draw(
+        st.one_of(
+            st.sampled_from(["Users_GetUsers", "Configuration_SetValue", "ApiKeys_GetApiKeys", "X"]),
+            st.from_regex(r"[A-Za-z0-9_]{1,16}", fullmatch=True),
+        ).filter(lambda m: m.casefold() != "feeds_getfeeds")
+    )
+    suffix = draw(st.sampled_from(["", "/", ".json", ".xml", "/x", "/.", ";x", "%2Fx", ".", "?key=1"]))
+    return f"/api/{fmt}/{method}{suffix}".encode("ascii"), fmt
+
+
+@settings(max_examples=1500, deadline=None)
+@given(case=native_like_targets(), verb=st.sampled_from(["GET", "POST"]))
+def test_api_wildcard_never_allows_an_unlisted_native_method(case: tuple[bytes, str], verb: str) -> None:
+    """Whatever the format segment, its case or the suffix: refused, or a documented non-native family."""
+    raw, _ = case
+    try:
+        t = canonicalize(raw)
+        decision = decide(POLICY.clients["c"], verb, t, POLICY)
+    except GatewayError:
+        return
+    second = t.path.split("/")[2].casefold()
+    assert (t.route, decision.key) == (Route.API, "api"), raw
+    assert second in API_FAMILIES, raw
+
+
+@pytest.mark.parametrize("raw", [b"/api/json/Feeds_GetFeeds", b"/API/JSON/feeds_getfeeds/", b"/api/js%6Fn/X"])
+def test_json_format_still_reaches_the_allowlist(raw: bytes) -> None:
+    t = canonicalize(raw)
+    assert t.route is Route.NATIVE
+    if t.native_method == "X":
+        with pytest.raises(NativeMethodNotAllowed):
+            decide(POLICY.clients["c"], "GET", t, POLICY)
+    else:
+        assert decide(POLICY.clients["c"], "GET", t, POLICY).key == "native"
