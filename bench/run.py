@@ -187,6 +187,7 @@ def gateway_config(
             },
         ],
         "limits": {"max_rewrite_body_bytes": 2 * 1024 * 1024},
+        "shutdown": {"drain_delay": 0, "timeout": 2},
     }
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))

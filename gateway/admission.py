@@ -147,6 +147,8 @@ class Admission:
         self._limits = {c.name: effective_limits(c, default) for c in settings.clients}
         self._policy = settings.rate_limit
         self._backend = settings.rate_limit.backend
+        rl, up = settings.rate_limit, settings.upstream
+        self._built_from = (rl.backend, rl.redis, config.redis_url, up.max_in_flight, up.queue)
         self._buckets = buckets or _buckets(config)
         self._requests = _Counter({})
         self._uploads = _Counter({})
@@ -159,6 +161,22 @@ class Admission:
 
     async def close(self) -> None:
         await self._buckets.close()
+
+    def follow(self, config: Config) -> bool:
+        """Take a reloaded config's limits, keeping buckets, counters and the queue; False when the
+        backend or the upstream cap changed, so a new Admission must be built instead."""
+        s, kept = config.settings, self._built_from
+        if (
+            s.rate_limit.backend,
+            s.rate_limit.redis,
+            config.redis_url,
+            s.upstream.max_in_flight,
+            s.upstream.queue,
+        ) != kept:
+            return False
+        self._limits = {c.name: effective_limits(c, s.limits.default_client) for c in s.clients}
+        self._policy = s.rate_limit
+        return True
 
     @contextlib.asynccontextmanager
     async def admit(self, flow: Flow, client: str, upload: bool) -> AsyncIterator[None]:

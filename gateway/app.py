@@ -100,8 +100,17 @@ def admin_app(proxy: ProxyApp) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        ok = await readiness.ready()
-        body = {"ready": ok, "config": True, "keys": True, "upstream": ok}
+        upstream = await readiness.ready()
+        draining = proxy.runtime.draining
+        ok = upstream and not draining
+        body = {
+            "ready": ok,
+            "config": True,
+            "keys": True,
+            "upstream": upstream,
+            "draining": draining,
+            "generation": proxy.runtime.config.generation,
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:

@@ -36,6 +36,7 @@ class Flow:
     subject: str | None = None  # workload identity: the verified JWT `sub` (never the token)
     issuer: str | None = None  # workload identity: the verified JWT `iss`
     credential_source: str | None = None
+    generation: int = 0  # the config generation this request was decided under
     token_label: str | None = None  # the configured label of the gateway token used, if it has one
     key: str | None = None
     rule: int | None = None
@@ -94,6 +95,7 @@ def _fields(flow: Flow) -> dict[str, object]:
         "issuer": flow.issuer,
         "credential_source": flow.credential_source,
         "token_label": flow.token_label,
+        "config_generation": flow.generation,
         "key": flow.key,
         "method": flow.method,
         "path": flow.path,

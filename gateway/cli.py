@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     audit.configure()
     try:
-        _run(serve(config))
+        _run(serve(config, watch=not args.no_reload))
     except ListenError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -188,6 +188,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the gateway", allow_abbrev=False)
     s.add_argument("--config", help=f"config file (default: ${CONFIG_ENV})")
+    s.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="do not watch the config and the files it reads (SIGHUP still reloads)",
+    )
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser(
         "check", help="validate a config; print every problem; exit 0 valid, 2 invalid", allow_abbrev=False

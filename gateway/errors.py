@@ -266,6 +266,14 @@ class IdentityProviderUnavailable(GatewayError):
     default_detail = "The identity provider could not be reached and no keys are cached."
 
 
+class ShutdownAborted(GatewayError):
+    """The gateway was stopping and ``shutdown.timeout`` ran out while this request was still running."""
+
+    status = 503
+    code = "shutdown_aborted"
+    default_detail = "The gateway shut down before this request finished."
+
+
 class InternalError(GatewayError):
     status = 500
     code = "internal_error"

@@ -51,6 +51,22 @@ INSPECTED_HELD = Gauge(
     ["who"],
     registry=REGISTRY,
 )
+CONFIG_RELOADS = Counter(
+    "proget_gateway_config_reloads",
+    "Config reloads, by result (success/failure).",
+    ["result"],
+    registry=REGISTRY,
+)
+CONFIG_LAST_SUCCESS = Gauge(
+    "proget_gateway_config_last_reload_success_timestamp_seconds",
+    "When the config in use was loaded (start or last successful reload), Unix seconds.",
+    registry=REGISTRY,
+)
+CONFIG_GENERATION = Gauge(
+    "proget_gateway_config_generation",
+    "The config generation in use: 1 at start, +1 per reload.",
+    registry=REGISTRY,
+)
 TOKEN_EXPIRY = Gauge(
     "proget_gateway_token_expiry_seconds",
     "Seconds until the earliest not_after among a client's tokens (clients with one only).",

@@ -26,7 +26,7 @@ from gateway.bodies import InspectionBudget, read_capped
 from gateway.canonical import canonicalize
 from gateway.credentials import BodyKind, body_kind, find_credentials
 from gateway.egress import check_egress, presented
-from gateway.errors import ClientAborted, GatewayError, InternalError, TokenExpired
+from gateway.errors import ClientAborted, GatewayError, InternalError, ShutdownAborted, TokenExpired
 from gateway.forward import forward
 from gateway.framing import check_head
 from gateway.identity import identify
@@ -57,6 +57,14 @@ class Runtime:
     recent: Recent = field(
         init=False
     )  # the admin status page's memory (gateway/status.py)  # bytes of inspected bodies held at once
+
+    draining: bool = False  # shutting down: /readyz answers 503 (gateway/server.py)
+
+    def adopt(
+        self, config: Config, upstream: UpstreamClient, jwt: JwtVerifier | None, admission: Admission | None
+    ) -> None:
+        """Swap in a reloaded snapshot; requests already running keep the one they read at their start."""
+        self.config, self.upstream, self.jwt, self.admission = config, upstream, jwt, admission
 
     def __post_init__(self) -> None:
         self.recent = Recent(self.config.settings.status_page.recent)
@@ -97,6 +105,7 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         await _refuse(flow, ClientAborted() if flow.client_gone else error, send)
     except asyncio.CancelledError:
         if not flow.client_gone:
+            flow.fail(ShutdownAborted())  # the server cancels what outlives shutdown.timeout
             raise
         _uncancel()
         flow.fail(ClientAborted())
@@ -131,7 +140,9 @@ async def _refuse(flow: Flow, error: GatewayError, send: Send) -> None:
 
 
 async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtime: Runtime) -> None:
-    config = runtime.config
+    # one snapshot per request: a reload swaps these together and never under a running request
+    config, jwt, admission, upstream = runtime.config, runtime.jwt, runtime.admission, runtime.upstream
+    flow.generation = config.generation
     limits = config.settings.limits
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])  # a snapshot: what is checked is sent
     target_bytes = raw_target(scope)
@@ -148,7 +159,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
         # A credential in the head is checked before a body is held: strangers cannot make us buffer.
         early = find_credentials(headers, target, None, BodyKind.STREAM, limits)
         if early.token is not None:
-            await identify(early, config, runtime.jwt)
+            await identify(early, config, jwt)
         hold = runtime.inspection.hold(flow, anonymous=early.token is None)
         body = await read_capped(
             receive, head, limits.max_rewrite_body_bytes, flow, limits.body_timeout, hold
@@ -160,7 +171,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     if credentials.query:
         flow.path += "?" + audit.query_names(credentials.query)
 
-    identity = await identify(credentials, config, runtime.jwt)
+    identity = await identify(credentials, config, jwt)
     flow.client, flow.subject, flow.issuer = identity.client.name, identity.subject, identity.issuer
     flow.token_label = identity.label
     decision = decide(identity.client, flow.method, target, config)
@@ -174,8 +185,6 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     check_egress(request, flow.secrets)  # the backstop: nothing presented leaves, in any encoding
     flow.decision = "allow"
     upload = request.body is None and head.has_body
-    admitted = (
-        runtime.admission.admit(flow, identity.client.name, upload) if runtime.admission else nullcontext()
-    )
+    admitted = admission.admit(flow, identity.client.name, upload) if admission else nullcontext()
     async with admitted:  # after the decision: refused requests cost ProGet nothing
-        await forward(flow, request, head, key, view, runtime.upstream, config, receive, send)
+        await forward(flow, request, head, key, view, upstream, config, receive, send)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -25,6 +27,7 @@ from gateway.audit import Flow
 from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, RequestTimeout, TargetTooLong
 from gateway.framing import parser_refusal
 from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
+from gateway.reload import Reloader
 from gateway.responses import error_response_bytes
 from gateway.settings import Config, Limits
 
@@ -257,12 +260,17 @@ def _uvicorn_config(app: Any, host: str, port: int, **extra: Any) -> uvicorn.Con
     )
 
 
-def build_servers(config: Config) -> tuple[uvicorn.Server, uvicorn.Server]:
+def build_servers(config: Config, proxy: ProxyApp) -> tuple[uvicorn.Server, uvicorn.Server]:
     s = config.settings
-    proxy = ProxyApp(config)
     proxy_server = _Server(
         _uvicorn_config(
-            proxy, s.listen.host, s.listen.port, http=protocol_for(s.limits), lifespan="on", date_header=False
+            proxy,
+            s.listen.host,
+            s.listen.port,
+            http=protocol_for(s.limits),
+            lifespan="on",
+            date_header=False,
+            timeout_graceful_shutdown=math.ceil(s.shutdown.timeout),
         )
     )
     admin_server = _Server(
@@ -294,24 +302,57 @@ def bind(host: str, port: int, what: str) -> socket.socket:
     return sock
 
 
-async def serve(config: Config) -> None:
-    """Run both servers until SIGINT/SIGTERM; then drain in-flight requests and stop."""
+async def serve(config: Config, *, watch: bool = True) -> None:
+    """Run both servers until SIGINT/SIGTERM, reloading the config on SIGHUP and on file changes.
+
+    Shutdown (README "Shut down"): the first signal makes /readyz answer 503 at once; the proxy keeps
+    accepting for ``shutdown.drain_delay`` seconds, then stops accepting and gives in-flight requests
+    ``shutdown.timeout`` seconds; what still runs is aborted (audited ``shutdown_aborted``). The admin
+    port answers until the proxy is done. A second signal exits at once.
+    """
     s = config.settings
     sockets = (bind(s.listen.host, s.listen.port, "listen"), bind(s.admin.host, s.admin.port, "admin"))
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(_Quiet())
     uvicorn_log.setLevel(logging.WARNING)  # our one start line below replaces uvicorn's four per server
-    servers = build_servers(config)
+    proxy = ProxyApp(config)
+    proxy_server, admin_server = build_servers(config, proxy)
+    reloader = Reloader(proxy.runtime, Path(config.source))
     loop = asyncio.get_running_loop()
+    stop_watching = asyncio.Event()
+    tasks: set[asyncio.Task[Any]] = set()
 
-    def stop() -> None:
-        for server in servers:
-            server.should_exit = True
+    def spawn(coro: Any) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def stop_accepting() -> None:
+        timeout = proxy.runtime.config.settings.shutdown.timeout
+        proxy_server.config.timeout_graceful_shutdown = math.ceil(timeout)  # uvicorn takes whole seconds
+        log.info("shutdown: no longer accepting; draining %d request(s) for up to %.0f s",
+                 len(proxy_server.server_state.tasks), timeout)  # fmt: skip
+        proxy_server.should_exit = True
+
+    def on_signal() -> None:
+        if proxy.runtime.draining:
+            log.warning("shutdown: second signal, exiting now")
+            for server in (proxy_server, admin_server):
+                server.force_exit = server.should_exit = True
+            return
+        proxy.runtime.draining = True
+        delay = proxy.runtime.config.settings.shutdown.drain_delay
+        log.info("shutdown: /readyz answers 503; still accepting for %.1f s (%d request(s) in flight)",
+                 delay, len(proxy_server.server_state.tasks))  # fmt: skip
+        loop.call_later(delay, stop_accepting)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload("SIGHUP")))
+    if watch:
+        spawn(reloader.watch(stop_watching))
     log.info(
-        "proget-gateway %s: proxy on %s, admin on %s, upstream %s; %d client(s), %d key(s); config %s",
+        "proget-gateway %s: proxy on %s, admin on %s, upstream %s; %d client(s), %d key(s); config %s%s",
         __version__,
         _where(sockets[0]),
         _where(sockets[1]),
@@ -319,10 +360,13 @@ async def serve(config: Config) -> None:
         len(s.clients),
         len(s.keys),
         config.source,
+        "" if watch else " (reload on SIGHUP only)",
     )
-    await asyncio.gather(
-        *(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True))
-    )
+    admin = loop.create_task(admin_server.serve(sockets=[sockets[1]]))
+    await proxy_server.serve(sockets=[sockets[0]])
+    stop_watching.set()
+    admin_server.should_exit = True
+    await admin
     log.info("proget-gateway stopped")
 
 

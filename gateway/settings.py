@@ -407,6 +407,15 @@ class Limits(_Strict):
         return self
 
 
+class Shutdown(_Strict):
+    """First SIGTERM/SIGINT: /readyz 503 at once, keep accepting ``drain_delay`` seconds (so load balancers
+    and endpoints see the pod go), stop accepting, give in-flight requests ``timeout`` seconds, then
+    abort what still runs. A second signal exits at once."""
+
+    drain_delay: float = Field(default=5.0, ge=0, le=300)
+    timeout: float = Field(default=25.0, ge=0, le=3600)
+
+
 class StatusPage(_Strict):
     recent: int = Field(default=200, ge=1, le=100_000)  # refusals kept in memory for the admin page
 
@@ -424,6 +433,7 @@ class Settings(_Strict):
     limits: Limits = Limits()
     rate_limit: RateLimitSettings = RateLimitSettings()
     status_page: StatusPage = StatusPage()
+    shutdown: Shutdown = Shutdown()
 
     @field_validator("public_url")
     @classmethod
@@ -593,6 +603,7 @@ class Config:
     jwt_clients: tuple[ClientSettings, ...] = ()  # clients with a 'jwt' entry, in config order
     jwks_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # client name -> JWKS document
     redis_url: SecretStr | None = field(default=None, repr=False)  # rate_limit.redis, resolved
+    generation: int = 1  # 1 at start, +1 per successful reload (gateway/reload.py)
 
 
 def _freeze(

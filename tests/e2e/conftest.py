@@ -70,6 +70,10 @@ def base_config(upstream_url: str, port: int, admin_port: int) -> dict[str, Any]
             },
         ],
         "limits": {"max_rewrite_body_bytes": 65536},
+        "shutdown": {
+            "drain_delay": 0,
+            "timeout": 2,
+        },  # tests stop gateways often; test_lifecycle.py times the drain
     }
 
 
@@ -130,18 +134,31 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     raise AssertionError(f"gateway did not become healthy:\n{log.read_text()}")
 
 
-def start_gateway(tmp: Path, standin: Standin, upstream_url: str, mutate: Any = None) -> Gateway:
-    port, admin_port = free_port(), free_port()
-    config = base_config(upstream_url, port, admin_port)
-    if mutate is not None:
-        mutate(config)
-    config_path = tmp / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+def start_gateway(
+    tmp: Path,
+    standin: Standin,
+    upstream_url: str,
+    mutate: Any = None,
+    *,
+    config_file: Path | None = None,
+    extra_args: list[str] | None = None,
+) -> Gateway:
+    """The real gateway on free ports (or on the ports of ``config_file``, a config written by the test)."""
+    if config_file is None:
+        config = base_config(upstream_url, free_port(), free_port())
+        if mutate is not None:
+            mutate(config)
+        config_path = tmp / "gateway.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+    else:
+        config_path = config_file
+        config = yaml.safe_load(config_file.read_text())
+    port, admin_port = config["listen"]["port"], config["admin"]["port"]
     log_path = tmp / "gateway.log"
     env = {**os.environ, "E2E_KEY_PUSH": KEY_PUSH, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), *(extra_args or [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "status_class": {f"{n}xx" for n in range(1, 6)} | {"none"},
     "direction": {"in", "out"},
     "who": {"all", "anonymous"},
+    "result": {"success", "failure"},
     "component": {"database", "license", "service", "replication_server", "replication_client"},
     "version": {"2026.1.0"},  # the stand-in's ProGet version
     "le": set(),  # numeric bucket bounds, checked separately

@@ -1,0 +1,173 @@
+"""Apply a changed config without a restart: SIGHUP, or a change to any file the config reads.
+
+A reload is the same load → validate → freeze path as ``check`` (``settings.load_config``), keys
+resolved; the new :class:`~gateway.settings.Config` then replaces the runtime's in one assignment.
+A request reads the runtime once when it starts (``pipeline._stages``), so it finishes on the snapshot
+it started with and the next request sees the new one. What holds state across requests follows the
+new config without losing it: rate-limit buckets and the upstream queue are kept when their backend
+is unchanged (their per-client limits are re-read), the upstream connection pool is kept when the
+upstream settings are equal, and the JWT verifier (its key sets and cached verifications) is
+rebuilt when any workload-identity setting changed.
+
+An invalid new config changes nothing: one log line lists every problem in ``check``'s words (they
+never include a secret), ``proget_gateway_config_reloads_total{result="failure"}`` counts it, and the
+old snapshot keeps serving (``/readyz`` stays ready). ``listen`` and ``admin`` need new sockets: a
+change there is logged as needing a restart and not applied.
+
+Watching uses ``watchfiles`` (Rust ``notify``: inotify on Linux, no polling) on the *directories* of
+the files the config reads, because the kubelet updates a mounted ConfigMap or Secret by swapping the
+``..data`` symlink: the watched file's own inode never changes, but its directory sees the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+import watchfiles
+
+from gateway import metrics
+from gateway.admission import Admission
+from gateway.pipeline import Runtime
+from gateway.settings import Config, ConfigError, load_config
+from gateway.upstream import UpstreamClient
+from gateway.workload_identity import JwtVerifier
+
+log = logging.getLogger("proget_gateway")
+DEBOUNCE_MS = 200  # an editor's save or a kubelet swap is several events; one reload for all of them
+OLD_CLIENT_GRACE = 600.0  # seconds a replaced upstream pool stays open for the requests still using it
+
+
+class Reloader:
+    """Owns reloading one runtime from one config file."""
+
+    def __init__(self, runtime: Runtime, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+        self._lock = asyncio.Lock()
+        metrics.CONFIG_GENERATION.set(runtime.config.generation)
+        metrics.CONFIG_LAST_SUCCESS.set(time.time())
+
+    async def reload(self, why: str) -> bool:
+        """Load, validate and swap; False (and nothing changed) when the new config is invalid."""
+        async with self._lock:
+            old = self.runtime.config
+            try:
+                new = await asyncio.to_thread(load_config, self.path)
+            except ConfigError as err:
+                metrics.CONFIG_RELOADS.labels("failure").inc()
+                problems = "; ".join(err.problems)
+                log.error(
+                    "config reload (%s) refused, still serving generation %d: %s: %d problem(s): %s",
+                    why, old.generation, err.source, len(err.problems), problems,
+                )  # fmt: skip
+                return False
+            new = _keep_sockets(old, new)
+            new = replace(new, generation=old.generation + 1)
+            await self._swap(old, new)
+            metrics.CONFIG_RELOADS.labels("success").inc()
+            metrics.CONFIG_GENERATION.set(new.generation)
+            metrics.CONFIG_LAST_SUCCESS.set(time.time())
+            log.info(
+                "config reloaded (%s): generation %d, %d client(s), %d key(s)",
+                why, new.generation, len(new.settings.clients), len(new.keys),
+            )  # fmt: skip
+            return True
+
+    async def _swap(self, old: Config, new: Config) -> None:
+        runtime = self.runtime
+        upstream, retired_upstream = runtime.upstream, None
+        if new.settings.upstream != old.settings.upstream:
+            upstream, retired_upstream = UpstreamClient(new.settings.upstream), runtime.upstream
+            await upstream.start()
+        jwt, retired_jwt = runtime.jwt, None
+        if _identity_settings(new) != _identity_settings(old):
+            jwt, retired_jwt = JwtVerifier(new), runtime.jwt
+            await jwt.start()
+        admission, retired_admission = runtime.admission, None
+        if admission is None or not admission.follow(new):
+            admission, retired_admission = Admission(new), runtime.admission
+        runtime.adopt(new, upstream, jwt, admission)
+        metrics.publish_lifetimes(new)
+        _retire(retired_upstream, retired_jwt, retired_admission)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload on every change in the directories of the files the config reads, until ``stop``."""
+        while not stop.is_set():
+            files = watched_files(self.path, self.runtime.config)
+            try:
+                async for changes in watchfiles.awatch(
+                    *sorted({str(p.parent) for p in files}),
+                    stop_event=stop,
+                    debounce=DEBOUNCE_MS,
+                    recursive=False,
+                    watch_filter=_concerning({str(p) for p in files}),
+                ):
+                    names = ", ".join(sorted({Path(p).name for _, p in changes}))
+                    await self.reload(f"file change: {names}")
+                    if files != watched_files(self.path, self.runtime.config):
+                        break  # the config now reads other files: watch those instead
+            except (OSError, RuntimeError) as exc:
+                log.error("config watch stopped (%s); SIGHUP still reloads", exc)
+                return
+
+
+def watched_files(path: Path, config: Config) -> list[Path]:
+    """The config file and every file it reads: key files, token files, JWKS files, the Redis URL."""
+    base = path.parent
+    settings = config.settings
+    files = [path]
+    files += [s.file for s in settings.keys.values() if s.file is not None]
+    files += [c.tokens_file for c in settings.clients if c.tokens_file is not None]
+    files += [c.jwt.jwks_file for c in settings.clients if c.jwt is not None and c.jwt.jwks_file is not None]
+    redis = settings.rate_limit.redis
+    if redis is not None and redis.url_file is not None:
+        files.append(redis.url_file)
+    return [f if f.is_absolute() else base / f for f in files]
+
+
+def _concerning(files: set[str]) -> Callable[[watchfiles.Change, str], bool]:
+    """Only changes to a file the config reads, or to a kubelet ``..data``/``..<timestamp>`` entry
+    (the symlink swap of a mounted ConfigMap or Secret); a log or an editor's temporary file is not."""
+
+    def concerns(_: watchfiles.Change, path: str) -> bool:
+        return path in files or Path(path).name.startswith("..")
+
+    return concerns
+
+
+def _keep_sockets(old: Config, new: Config) -> Config:
+    """``listen``/``admin`` are bound sockets: a change is reported, not applied."""
+    s_old, s_new = old.settings, new.settings
+    for name in ("listen", "admin"):
+        if getattr(s_new, name) != getattr(s_old, name):
+            log.warning("config reload: %s changed; it needs a restart and is not applied", name)
+    settings = s_new.model_copy(update={"listen": s_old.listen, "admin": s_old.admin})
+    return replace(new, settings=settings)
+
+
+def _identity_settings(config: Config) -> object:
+    return (tuple(c.model_dump_json() for c in config.jwt_clients), repr(sorted(config.jwks_files.items())))
+
+
+def _retire(*things: Iterable[object] | object) -> None:
+    """Close what the new snapshot replaced, after the requests still using it had time to finish."""
+
+    async def later() -> None:
+        await asyncio.sleep(OLD_CLIENT_GRACE)
+        for thing in things:
+            close = getattr(thing, "close", None)
+            if close is not None:
+                await close()
+
+    if any(t is not None for t in things):
+        task = asyncio.get_running_loop().create_task(later())
+        _RETIRING.add(task)
+        task.add_done_callback(_RETIRING.discard)
+
+
+_RETIRING: set[asyncio.Task[None]] = set()
