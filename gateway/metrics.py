@@ -57,6 +57,8 @@ CONFIG_RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+for _result in ("success", "failure"):  # exported from the start at 0, so increase() and alerts see them
+    CONFIG_RELOADS.labels(_result)
 CONFIG_LAST_SUCCESS = Gauge(
     "proget_gateway_config_last_reload_success_timestamp_seconds",
     "When the config in use was loaded (start or last successful reload), Unix seconds.",
