@@ -30,10 +30,14 @@ class InspectionBudget:
     """
 
     def __init__(self, total: int) -> None:
-        self.total = total
-        self.anonymous_total = max(1, total // ANONYMOUS_SHARE)
         self.held = 0
         self.anonymous_held = 0
+        self.resize(total)
+
+    def resize(self, total: int) -> None:
+        """A reloaded limit: what is held stays held; new bytes are taken against the new total."""
+        self.total = total
+        self.anonymous_total = max(1, total // ANONYMOUS_SHARE)
 
     def hold(self, flow: Flow, *, anonymous: bool) -> _Hold:
         hold = _Hold(self, anonymous)

@@ -53,26 +53,27 @@ class Runtime:
     upstream: UpstreamClient
     jwt: JwtVerifier | None = None  # workload identity: key sets and verified tokens, for the process
     admission: Admission | None = None  # limits protecting ProGet (gateway/admission.py)
-    inspection: InspectionBudget = field(init=False)
-    recent: Recent = field(
-        init=False
-    )  # the admin status page's memory (gateway/status.py)  # bytes of inspected bodies held at once
-
+    inspection: InspectionBudget = field(init=False)  # bytes of inspected bodies held at once
+    recent: Recent = field(init=False)  # the admin status page's memory (gateway/status.py)
     draining: bool = False  # shutting down: /readyz answers 503 (gateway/server.py)
+
+    def __post_init__(self) -> None:
+        self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
+        self.recent = Recent(self.config.settings.status_page.recent)
+        metrics.publish_lifetimes(self.config)
+        # read at scrape time: nothing on the hot path
+        metrics.INSPECTED_HELD.labels("all").set_function(lambda: budget.held)
+        metrics.INSPECTED_HELD.labels("anonymous").set_function(lambda: budget.anonymous_held)
 
     def adopt(
         self, config: Config, upstream: UpstreamClient, jwt: JwtVerifier | None, admission: Admission | None
     ) -> None:
-        """Swap in a reloaded snapshot; requests already running keep the one they read at their start."""
+        """Swap in a reloaded snapshot; requests already running keep the one they read at their start.
+        The inspection budget and the status page's memory keep what they hold and take the new sizes."""
         self.config, self.upstream, self.jwt, self.admission = config, upstream, jwt, admission
-
-    def __post_init__(self) -> None:
-        self.recent = Recent(self.config.settings.status_page.recent)
-        metrics.publish_lifetimes(self.config)
-        self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
-        # read at scrape time: nothing on the hot path
-        metrics.INSPECTED_HELD.labels("all").set_function(lambda: budget.held)
-        metrics.INSPECTED_HELD.labels("anonymous").set_function(lambda: budget.anonymous_held)
+        self.inspection.resize(config.settings.limits.max_inspected_bytes_in_flight)
+        self.recent.resize(config.settings.status_page.recent)
+        metrics.publish_lifetimes(config)
 
 
 _ID_PREFIX = os.urandom(4).hex()  # per process: ids from several replicas do not collide

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,7 +92,6 @@ class Reloader:
         if admission is None or not admission.follow(new):
             admission, retired_admission = Admission(new), runtime.admission
         runtime.adopt(new, upstream, jwt, admission)
-        metrics.publish_lifetimes(new)
         _retire(retired_upstream, retired_jwt, retired_admission)
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -154,7 +153,7 @@ def _identity_settings(config: Config) -> object:
     return (tuple(c.model_dump_json() for c in config.jwt_clients), repr(sorted(config.jwks_files.items())))
 
 
-def _retire(*things: Iterable[object] | object) -> None:
+def _retire(*things: object) -> None:
     """Close what the new snapshot replaced, after the requests still using it had time to finish."""
 
     async def later() -> None:

@@ -55,6 +55,10 @@ class Recent:
         self.refusals: deque[Refusal] = deque(maxlen=size)
         self._minutes: deque[tuple[int, dict[str, Counts]]] = deque(maxlen=WINDOW_MINUTES)
 
+    def resize(self, size: int) -> None:
+        if size != self.refusals.maxlen:
+            self.refusals = deque(self.refusals, maxlen=size)
+
     def record(self, flow: Flow) -> None:
         now = time.time()
         minute = int(now // 60)

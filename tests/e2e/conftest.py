@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,11 @@ class Gateway:
     standin: Standin
     config_path: Path
     _lines_seen: int = field(default=0)
+
+    def connect(self, admin: bool = False) -> socket.socket:
+        """A raw TCP connection to the proxy (or admin) port, for bytes no client library would send."""
+        host, port = (self.admin_url if admin else self.url).removeprefix("http://").split(":")
+        return socket.create_connection((host, int(port)), timeout=10)
 
     @property
     def upstream_authority(self) -> str:
@@ -172,6 +179,21 @@ def start_gateway(
         stop(process)
         raise
     return gw
+
+
+@contextmanager
+def running_gateway(
+    tmp: Path, standin: StandinServer, mutate: Any = None, **options: Any
+) -> Iterator[Gateway]:
+    """A gateway of its own for one test (start_gateway's options), the stand-in's record cleared; stopped
+    by its PID afterwards."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    gw = start_gateway(tmp, standin.standin, standin.url, mutate, **options)
+    standin.standin.clear()
+    try:
+        yield gw
+    finally:
+        stop(gw.process)
 
 
 @pytest.fixture(scope="session")

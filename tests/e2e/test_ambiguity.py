@@ -13,9 +13,8 @@ import pytest
 
 from gateway.rewrite import CLIENT_IDENTITY_HEADERS
 from gateway.standin import StandinServer
-from tests.e2e.conftest import KEY_READ, TOKEN_CI, Gateway, start_gateway
+from tests.e2e.conftest import KEY_READ, TOKEN_CI, Gateway, running_gateway
 from tests.e2e.rawhttp import request, send_raw
-from tests.processes import stop
 
 STOLEN = "STOLEN-proget-key-0000"
 FORM = "application/x-www-form-urlencoded"
@@ -146,11 +145,8 @@ def sidecar_session(
         )
         config["strip_request_headers"] = ["X-Corp-User", "x_site_*"]
 
-    gw = start_gateway(tmp_path_factory.mktemp("sidecar"), standin_server.standin, standin_server.url, mutate)
-    try:
+    with running_gateway(tmp_path_factory.mktemp("sidecar"), standin_server, mutate) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +11,17 @@ from typing import Any
 import pytest
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import KEY_NATIVE, KEY_READ, TOKEN_CI, TOKEN_READER, Gateway, start_gateway
+from tests.e2e.conftest import (
+    KEY_NATIVE,
+    KEY_READ,
+    TOKEN_CI,
+    TOKEN_READER,
+    Gateway,
+    running_gateway,
+)
 from tests.e2e.rawhttp import request, send_raw
-from tests.processes import stop
 
 STOLEN = "STOLEN-proget-key-0000"
-
-
-def connect(gateway: Gateway) -> socket.socket:
-    host, port = gateway.url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
 
 
 def test_upgrade_offer_with_a_body_is_refused(gateway: Gateway) -> None:
@@ -94,7 +94,7 @@ def test_media_type_is_parsed_not_searched(gateway: Gateway, content_type: str) 
 
 
 def test_trailers_never_become_forwarded_headers(gateway: Gateway) -> None:
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
@@ -172,7 +172,7 @@ def test_query_values_never_reach_the_audit_line(gateway: Gateway) -> None:
 def test_a_body_shorter_than_declared_never_reaches_proget_as_complete(gateway: Gateway) -> None:
     """A client that stops sending mid-body: ProGet's connection is dropped, not left waiting for bytes
     that the next request would supply."""
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"PUT /api/packages/internal/upload HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Content-Length: 1000000\r\n\r\n".encode()
@@ -230,7 +230,7 @@ def test_multipart_is_refused_where_form_fields_carry_keys(gateway: Gateway, tar
 
 
 def test_an_endless_header_value_is_refused_before_it_is_held(gateway: Gateway) -> None:
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(b"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-Pad: ")
         reply = b""
         try:
@@ -273,16 +273,12 @@ def strict_gateway(tmp_path: Path, standin_server: StandinServer) -> Iterator[Ga
     def deadlines(config: dict[str, Any]) -> None:
         config["limits"].update(head_timeout=1, body_timeout=1)
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=deadlines)
-    standin_server.standin.clear()
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=deadlines) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def test_a_slow_head_is_cut_off(strict_gateway: Gateway) -> None:
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.sendall(b"GET /__standin/echo HTTP/1.1\r\nHost: h\r\n")
         sock.settimeout(5)
         started = time.monotonic()
@@ -292,14 +288,14 @@ def test_a_slow_head_is_cut_off(strict_gateway: Gateway) -> None:
 
 
 def test_an_idle_connection_is_cut_off(strict_gateway: Gateway) -> None:
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.settimeout(5)
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
 
 
 def test_a_slow_inspected_body_is_cut_off(strict_gateway: Gateway) -> None:
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.sendall(
             f"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
@@ -311,7 +307,7 @@ def test_a_slow_inspected_body_is_cut_off(strict_gateway: Gateway) -> None:
 
 
 def test_a_stranger_is_refused_before_its_body_is_read(gateway: Gateway) -> None:
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             b"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: pgw_stranger\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"

@@ -16,16 +16,10 @@ from typing import Any
 import pytest
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, Gateway, start_gateway
-from tests.processes import stop
+from tests.e2e.conftest import TOKEN_CI, Gateway, running_gateway
 
 HEAD_TIMEOUT = 1.0  # the strict gateway's head deadline; its linger after an early answer is the same
 MiB = 1024 * 1024
-
-
-def connect(gateway: Gateway, admin: bool = False) -> socket.socket:
-    host, port = (gateway.admin_url if admin else gateway.url).removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
 
 
 def read_until_close(sock: socket.socket, within: float = 10.0) -> bytes:
@@ -71,12 +65,8 @@ def strict_gateway(tmp_path: Path, standin_server: StandinServer) -> Iterator[Ga
     def deadlines(config: dict[str, Any]) -> None:
         config["limits"].update(head_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT)
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=deadlines)
-    standin_server.standin.clear()
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=deadlines) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 # --- section 5: one outcome per request, framing as RFC 9112 says -------------------------------------
@@ -84,7 +74,7 @@ def strict_gateway(tmp_path: Path, standin_server: StandinServer) -> Iterator[Ga
 
 def test_http10_with_transfer_encoding_is_refused(gateway: Gateway) -> None:
     """RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing."""
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"POST /__standin/echo HTTP/1.0\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode()
@@ -99,7 +89,7 @@ def test_http10_with_transfer_encoding_is_refused(gateway: Gateway) -> None:
 @pytest.mark.parametrize("protocol", ["websocket", "WebSocket", "h2c, websocket", "TLS/1.2"])
 def test_an_upgrade_is_refused_or_forwarded_never_both(gateway: Gateway, protocol: str) -> None:
     before = len(gateway.audit_lines())
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             f"Connection: Upgrade\r\nUpgrade: {protocol}\r\nSec-WebSocket-Version: 13\r\n"
@@ -121,7 +111,7 @@ def test_a_pipelined_unfinished_head_never_writes_into_a_streaming_response(
     mid-stream. The download still arrives whole and clean; the connection closes after it."""
     size = 16_000_000
     before = len(strict_gateway.audit_lines())
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.sendall(
             f"GET /__standin/download-slow?size={size} HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n"
             "GET /__standin/echo HTTP/1.1\r\nHost: h\r\n".encode()
@@ -139,7 +129,7 @@ def test_a_pipelined_unfinished_head_never_writes_into_a_streaming_response(
 
 def test_a_pipelined_malformed_request_never_writes_into_a_streaming_response(gateway: Gateway) -> None:
     size = 4_000_000
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"GET /__standin/download-slow?size={size} HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n".encode()
         )
@@ -184,7 +174,7 @@ def test_an_endless_trailer_after_an_early_refusal_is_never_held(
         else STRANGER_CHUNKED.replace(b"/api/packages/internal/upload", b"/healthz")
     )
     rss_before = rss_kib(strict_gateway)
-    with connect(strict_gateway, admin=admin) as sock:
+    with strict_gateway.connect(admin=admin) as sock:
         sock.sendall(start)
         started = time.monotonic()
         sent = flood(sock, 48 * MiB)
@@ -200,7 +190,7 @@ def test_an_endless_trailer_on_a_body_being_read_is_cut_off(strict_gateway: Gate
     """The body is read (an inspected route, a known client); its trailer never ends: refused past
     the trailer budget, nothing forwarded, memory flat."""
     rss_before = rss_kib(strict_gateway)
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.sendall(
             f"POST /api/json/Feeds_GetFeeds HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -216,7 +206,7 @@ def test_an_endless_trailer_on_a_body_being_read_is_cut_off(strict_gateway: Gate
 
 
 def test_a_legitimate_trailer_still_works(gateway: Gateway) -> None:
-    with connect(gateway) as sock:
+    with gateway.connect() as sock:
         sock.sendall(
             f"POST /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n"
             "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n".encode()
@@ -232,7 +222,7 @@ def test_a_legitimate_trailer_still_works(gateway: Gateway) -> None:
 def test_parked_connections_after_an_early_refusal_are_closed(strict_gateway: Gateway) -> None:
     """200 strangers each get an early 401, send one more byte and wait: all are closed within the
     linger deadline (before the fix none was, ever)."""
-    socks = [connect(strict_gateway) for _ in range(200)]
+    socks = [strict_gateway.connect() for _ in range(200)]
     try:
         for sock in socks:
             sock.sendall(
@@ -254,7 +244,7 @@ def test_parked_connections_after_an_early_refusal_are_closed(strict_gateway: Ga
 def test_an_idle_kept_alive_connection_sending_only_line_breaks_is_closed(strict_gateway: Gateway) -> None:
     """Line breaks between requests start no request but kept uvicorn's keep-alive timer from firing:
     the head deadline still closes the connection."""
-    with connect(strict_gateway) as sock:
+    with strict_gateway.connect() as sock:
         sock.sendall(f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n".encode())
         sock.settimeout(5)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")

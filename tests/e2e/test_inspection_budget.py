@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, Gateway, start_gateway
-from tests.processes import stop
+from tests.e2e.conftest import TOKEN_CI, Gateway, running_gateway
 
 MIB = 1024 * 1024
 STRANGERS = 64
@@ -30,12 +29,8 @@ def budget_gateway(tmp_path: Path, standin_server: StandinServer) -> Iterator[Ga
     def limits(config: dict[str, Any]) -> None:
         config["limits"].update(body_timeout=20, max_rewrite_body_bytes=MIB)
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=limits)
-    standin_server.standin.clear()
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=limits) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def _rss_kib(pid: int) -> int:

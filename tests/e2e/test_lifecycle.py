@@ -19,8 +19,8 @@ import yaml
 
 from gateway.settings import token_hash
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, Gateway, base_config, start_gateway
-from tests.processes import free_port, stop
+from tests.e2e.conftest import TOKEN_CI, Gateway, base_config, running_gateway
+from tests.processes import free_port
 
 NEWCOMER = "pgw_newcomer_" + "n" * 40
 
@@ -59,11 +59,8 @@ def _until(predicate: Any, within: float) -> float:
 
 @pytest.fixture
 def live(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url)
-    try:
+    with running_gateway(tmp_path, standin_server) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def test_a_config_edit_under_load_applies_within_two_seconds_with_no_failed_request(live: Gateway) -> None:
@@ -126,10 +123,7 @@ def test_a_kubelet_style_symlink_swap_is_picked_up(tmp_path: Path, standin_serve
     (mount / "..v1" / "gateway.yaml").write_text(yaml.safe_dump(config))
     (mount / "..data").symlink_to("..v1")
     (mount / "gateway.yaml").symlink_to("..data/gateway.yaml")
-    gw = start_gateway(
-        tmp_path, standin_server.standin, standin_server.url, config_file=mount / "gateway.yaml"
-    )
-    try:
+    with running_gateway(tmp_path, standin_server, config_file=mount / "gateway.yaml") as gw:
         assert _status(gw, NEWCOMER) == 401
         _add_newcomer(config)
         (mount / "..v2").mkdir()
@@ -137,21 +131,16 @@ def test_a_kubelet_style_symlink_swap_is_picked_up(tmp_path: Path, standin_serve
         (mount / "..data_tmp").symlink_to("..v2")
         os.replace(mount / "..data_tmp", mount / "..data")  # the kubelet's atomic swap
         _until(lambda: _status(gw, NEWCOMER) == 200, 5)
-    finally:
-        stop(gw.process)
 
 
 def test_sighup_reloads_when_watching_is_off(tmp_path: Path, standin_server: StandinServer) -> None:
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, extra_args=["--no-reload"])
-    try:
+    with running_gateway(tmp_path, standin_server, extra_args=["--no-reload"]) as gw:
         _rewrite(gw.config_path, _add_newcomer)
         time.sleep(1)
         assert _status(gw, NEWCOMER) == 401  # not watched
         gw.process.send_signal(signal.SIGHUP)
         _until(lambda: _status(gw, NEWCOMER) == 200, 5)
         assert gw.process.poll() is None  # SIGHUP used to kill the process (exit 129)
-    finally:
-        stop(gw.process)
 
 
 @pytest.fixture
@@ -159,11 +148,8 @@ def draining(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway]
     def shutdown(config: dict[str, Any]) -> None:
         config["shutdown"] = {"drain_delay": 1, "timeout": 3}
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=shutdown)
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=shutdown) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def _download(gw: Gateway, size: int, out: dict[str, Any]) -> None:

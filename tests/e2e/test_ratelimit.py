@@ -7,32 +7,19 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, TOKEN_READER, Gateway, start_gateway
-from tests.processes import stop
+from tests.e2e.conftest import TOKEN_CI, TOKEN_READER, Gateway, running_gateway
 from tests.redis_server import RedisServer
 
 CI = {"X-ApiKey": TOKEN_CI}
 READER = {"X-ApiKey": TOKEN_READER}
 Mutate = Callable[[dict[str, Any]], None]
-
-
-@contextmanager
-def gateway_with(tmp: Path, standin: StandinServer, mutate: Mutate) -> Iterator[Gateway]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    gw = start_gateway(tmp, standin.standin, standin.url, mutate=mutate)
-    standin.standin.clear()
-    try:
-        yield gw
-    finally:
-        stop(gw.process)
 
 
 def limits(ci: dict[str, Any], **rate_limit: Any) -> Mutate:
@@ -73,7 +60,7 @@ def codes(responses: list[httpx.Response]) -> Counter[str]:
 def test_a_client_over_its_rate_gets_429_while_another_is_unaffected(
     tmp_path: Path, standin_server: StandinServer
 ) -> None:
-    with gateway_with(tmp_path, standin_server, limits({"rate": {"per_second": 0.5, "burst": 3}})) as gw:
+    with running_gateway(tmp_path, standin_server, limits({"rate": {"per_second": 0.5, "burst": 3}})) as gw:
         with httpx.Client(base_url=gw.url, timeout=10, trust_env=False) as client:
             ci = [client.get("/__standin/echo", headers=CI) for _ in range(5)]
             reader = [client.get("/api/anything", headers=READER) for _ in range(10)]
@@ -94,7 +81,7 @@ def test_a_client_over_its_rate_gets_429_while_another_is_unaffected(
 
 
 def test_concurrency_cap_holds(tmp_path: Path, standin_server: StandinServer) -> None:
-    with gateway_with(tmp_path, standin_server, limits({"concurrency": 2})) as gw:
+    with running_gateway(tmp_path, standin_server, limits({"concurrency": 2})) as gw:
         responses = concurrent(gw, [("GET", "/__standin/slow?seconds=1", CI)] * 6)
         assert codes(responses) == {"200": 2, "concurrency_limited": 4}
         assert all(r.headers["retry-after"] == "1" for r in responses if r.status_code == 429)
@@ -118,7 +105,7 @@ def test_upload_cap_holds(tmp_path: Path, standin_server: StandinServer) -> None
             small = client.get("/__standin/echo", headers=CI)  # not an upload: not counted
             return await asyncio.gather(*uploads, small)
 
-    with gateway_with(tmp_path, standin_server, limits({"uploads": 1})) as gw:
+    with running_gateway(tmp_path, standin_server, limits({"uploads": 1})) as gw:
         responses = asyncio.run(scenario(gw))
         assert codes(responses[:3]) == {"201": 1, "uploads_limited": 2}
         assert responses[3].status_code == 200
@@ -134,7 +121,7 @@ def test_the_global_cap_bounds_what_proget_sees_with_300_at_once(
         config["upstream"]["max_in_flight"] = 8
         config["upstream"]["queue"] = {"max": 500, "timeout": 30}
 
-    with gateway_with(tmp_path, standin_server, mutate) as gw:
+    with running_gateway(tmp_path, standin_server, mutate) as gw:
         requests = [("GET", "/__standin/slow?seconds=0.05", CI if i % 2 else READER) for i in range(300)]
         responses = concurrent(gw, requests)
         assert codes(responses) == {"200": 300}
@@ -150,7 +137,7 @@ def test_a_full_or_slow_queue_answers_503_with_retry_after(
         config["upstream"]["max_in_flight"] = 1
         config["upstream"]["queue"] = {"max": 2, "timeout": 0.5}
 
-    with gateway_with(tmp_path, standin_server, mutate) as gw:
+    with running_gateway(tmp_path, standin_server, mutate) as gw:
         responses = concurrent(gw, [("GET", "/__standin/slow?seconds=1.5", CI)] * 5)
         # one is served, one waits (a client's share is half the queue) and times out, three are refused
         assert codes(responses) == {"200": 1, "upstream_queue_timeout": 1, "upstream_queue_full": 3}
@@ -166,7 +153,7 @@ def test_shadow_mode_refuses_nothing_and_counts_what_it_would_have(
     tmp_path: Path, standin_server: StandinServer
 ) -> None:
     ci = {"rate": {"per_second": 0.01, "burst": 2}, "concurrency": 1}
-    with gateway_with(tmp_path, standin_server, limits(ci, shadow=True)) as gw:
+    with running_gateway(tmp_path, standin_server, limits(ci, shadow=True)) as gw:
         with httpx.Client(base_url=gw.url, timeout=10, trust_env=False) as client:
             responses = [client.get("/__standin/echo", headers=CI) for _ in range(5)]
         assert [r.status_code for r in responses] == [200] * 5
@@ -209,8 +196,8 @@ def test_two_gateways_share_one_rate_through_redis(tmp_path: Path, standin_serve
     rate = {"per_second": 20, "burst": 5}
     try:
         with (
-            gateway_with(tmp_path / "a", standin_server, redis_limits(server, rate)) as a,
-            gateway_with(tmp_path / "b", standin_server, redis_limits(server, rate)) as b,
+            running_gateway(tmp_path / "a", standin_server, redis_limits(server, rate)) as a,
+            running_gateway(tmp_path / "b", standin_server, redis_limits(server, rate)) as b,
         ):
             results: list[list[int]] = [[], []]
             started = time.monotonic()
@@ -241,8 +228,8 @@ def test_redis_outage_follows_on_backend_error_and_recovers(
     allow_mutate = redis_limits(server, rate, "allow", tmp_path / "allow")
     try:
         with (
-            gateway_with(tmp_path / "allow", standin_server, allow_mutate) as allow,
-            gateway_with(tmp_path / "deny", standin_server, redis_limits(server, rate, "deny")) as deny,
+            running_gateway(tmp_path / "allow", standin_server, allow_mutate) as allow,
+            running_gateway(tmp_path / "deny", standin_server, redis_limits(server, rate, "deny")) as deny,
         ):
             assert _status(allow) == _status(deny) == (200, None)
             server.stop()

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from gateway.standin import StandinServer
-from tests.e2e.conftest import TOKEN_CI, Gateway, base_config, start_gateway
-from tests.processes import stop
+from tests.e2e.conftest import TOKEN_CI, Gateway, base_config, running_gateway
 
 CI = {"X-ApiKey": TOKEN_CI}
 
@@ -71,12 +70,8 @@ def key_admin(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway
         rules = config["clients"][0]["rules"]
         rules.insert(0, {"methods": ["GET"], "paths": ["/api/api-keys/list"], "key": "native"})
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=named)
-    standin_server.standin.clear()
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=named) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def test_a_rule_that_names_a_secret_route_allows_it(key_admin: Gateway) -> None:

@@ -18,8 +18,7 @@ import yaml
 
 from gateway.settings import token_hash
 from gateway.standin import StandinServer
-from tests.e2e.conftest import Gateway, start_gateway
-from tests.processes import stop
+from tests.e2e.conftest import Gateway, running_gateway
 
 OLD, NEW = "pgw_old_" + "o" * 40, "pgw_new_" + "n" * 40
 NOW = datetime.now(UTC)
@@ -47,11 +46,8 @@ def rotating(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway]
             }
         )
 
-    gw = start_gateway(tmp_path, standin_server.standin, standin_server.url, mutate=tokens)
-    try:
+    with running_gateway(tmp_path, standin_server, mutate=tokens) as gw:
         yield gw
-    finally:
-        stop(gw.process)
 
 
 def test_an_expired_token_is_refused_as_expired_and_audited_with_its_label(rotating: Gateway) -> None:

@@ -55,3 +55,15 @@ def test_strangers_get_one_eighth_and_clients_the_rest() -> None:
     stranger.release()
     client.take(1)
     assert budget.held == TOTAL - TOTAL // ANONYMOUS_SHARE + 1
+
+
+def test_a_reloaded_total_applies_to_new_bytes_and_keeps_what_is_held() -> None:
+    budget = InspectionBudget(TOTAL)
+    client = budget.hold(Flow(request_id="c", method="POST", peer="p"), anonymous=False)
+    client.take(TOTAL // 2)
+    budget.resize(TOTAL // 4)
+    assert budget.held == TOTAL // 2 and budget.anonymous_total == TOTAL // 4 // ANONYMOUS_SHARE
+    with pytest.raises(InspectionBusy):
+        budget.hold(Flow(request_id="d", method="POST", peer="p"), anonymous=False).take(1)
+    client.release()
+    budget.hold(Flow(request_id="e", method="POST", peer="p"), anonymous=False).take(TOTAL // 4)

@@ -68,3 +68,14 @@ def test_the_form_only_takes_known_clients_and_methods() -> None:
     assert parse_form({}, CONFIG) is None
     form = parse_form({"client": "nobody", "method": "BREW", "url": "/api/x"}, CONFIG)
     assert form == ExplainForm("", "GET", "/api/x")
+
+
+def test_a_reloaded_size_keeps_the_latest_refusals() -> None:
+    recent = Recent(5)
+    for i in range(5):
+        recent.record(_flow("ci", f"/api/{i}", TokenUnknown()))
+    recent.resize(2)
+    assert [r.path for r in recent.refusals] == ["/api/3", "/api/4"]
+    recent.resize(10)
+    recent.record(_flow("ci", "/api/5", TokenUnknown()))
+    assert len(recent.refusals) == 3
