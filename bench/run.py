@@ -90,6 +90,10 @@ def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[
             proc.wait()
 
 
+# ProGet's Common Packages API shape: the gateway refuses /api/<x>/<y> outside the documented families
+DOWNLOAD, UPLOAD = "/api/packages/bench/download", "/api/packages/bench/upload"
+
+
 def nginx_conf(tmp: Path, port: int, body: str) -> Path:
     conf = tmp / f"nginx-{port}.conf"
     conf.write_text(
@@ -113,8 +117,8 @@ def upstream_body(tmp: Path) -> str:
     client_max_body_size 0;
     location = /api/small {{ default_type application/json; return 200 '{small}'; }}
     location = /api/json/Feeds_GetFeeds {{ default_type application/json; return 200 '{small}'; }}
-    location = /api/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on; }}
-    location /api/files/ {{ alias {tmp}/files/; }}
+    location = /api/packages/bench/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on; }}
+    location = /api/packages/bench/download {{ alias {tmp}/files/big.bin; default_type application/octet-stream; }}
 """
 
 
@@ -412,8 +416,8 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
                 if name == "naive Starlette + httpx":
                     row(name, r, " — | — | — |")
                     continue
-                down = args.size_mib / curl_seconds([f"http://127.0.0.1:{port}/api/files/big.bin"])
-                up = args.size_mib / curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}/api/upload"])
+                down = args.size_mib / curl_seconds([f"http://127.0.0.1:{port}{DOWNLOAD}"])
+                up = args.size_mib / curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}{UPLOAD}"])
                 transfer[name] = (down, up, peak_rss_mib(proc.pid))
                 row(name, r, f" {down:>8,.0f} | {up:>7,.0f} | {peak_rss_mib(proc.pid):>7.0f} |")
                 if name == "proget-gateway":
@@ -457,8 +461,8 @@ def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float
     header("60 s run (six 10 s rounds) after one download and one upload: drift and memory")
     port = free_port()
     with process(pinned(PROXY_CORE, gw(port)), port, log) as proc:
-        curl_seconds([f"http://127.0.0.1:{port}/api/files/big.bin"])
-        curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}/api/upload"])
+        curl_seconds([f"http://127.0.0.1:{port}{DOWNLOAD}"])
+        curl_seconds(["-T", str(big), f"http://127.0.0.1:{port}{UPLOAD}"])
         warm(port, BEARER)
         rounds = [load(proc.pid, port, 10, BEARER) for _ in range(6)]
         for i, r in enumerate(rounds):
