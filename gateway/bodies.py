@@ -102,8 +102,7 @@ async def _read_all(receive: Receive, cap: int, flow: Flow, hold: _Hold | None) 
             hold.take(len(chunk))
         buf += chunk
         more = message.get("more_body", False)
-    flow.bytes_in = len(buf)
-    return bytes(buf)
+    return bytes(buf)  # bytes_in counts what reaches ProGet: gateway.forward sets it
 
 
 async def stream_body(receive: Receive, flow: Flow, declared: int | None) -> AsyncIterator[bytes]:

@@ -1,8 +1,9 @@
 """Find the client's credential in every channel ProGet or a package client could use.
 
 Channels: ``Authorization`` (Bearer, Basic with the token as password, or a raw token as Cargo sends
-it), ``X-ApiKey``, ``X-NuGet-ApiKey`` (header names compared after folding ``_`` to ``-``, since some
-servers treat them alike), query ``key``/``API_Key``, urlencoded form ``key`` and the JSON root
+it), ``X-ApiKey`` (also as ProGet's ``user:password`` pseudo-key, which pgutil sends for
+``--username/--password``), ``X-NuGet-ApiKey`` (header names compared after folding ``_`` to ``-``,
+since some servers treat them alike), query ``key``/``API_Key``, urlencoded form ``key`` and the JSON root
 ``API_Key``. The same token repeated is one credential (NuGet sends Basic and X-NuGet-ApiKey
 together); different values are ambiguous and refused, because the gateway and ProGet could pick
 different ones. So is a key field in a spelling or position ProGet might or might not read
@@ -135,9 +136,21 @@ def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
             continue
         if n == b"authorization":
             found.append(_authorization(value))
+        elif n == b"x-apikey" and b":" in value:
+            found.append(("header:x-apikey-userpass", _pseudo_key_secret(value)))
         else:
             found.append((f"header:{n.decode()}", _text(value, n.decode())))
     return found
+
+
+def _pseudo_key_secret(value: bytes) -> str:
+    """``X-ApiKey: user:password``, ProGet's pseudo-key: read like Basic — the password, or the user
+    name when the password is empty. Gateway tokens and JWTs hold no ``:``, so a value with one is
+    never a token of its own."""
+    user, _, password = _text(value, "X-ApiKey").partition(":")
+    if not password and not user:
+        raise CredentialMalformed("The X-ApiKey user:password credential is empty.")
+    return password or user
 
 
 _PRINTABLE = re.compile(rb"[\x21-\x7e]+")

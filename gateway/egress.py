@@ -55,6 +55,9 @@ def _values(name: bytes, value: bytes) -> list[bytes]:
     if name == b"cookie":
         return []  # stripped as a whole; its values are a browser session's, not this client's token
     value = value.strip()
+    if name.replace(b"_", b"-") == b"x-apikey" and b":" in value:
+        user, _, password = value.partition(b":")  # ProGet's user:password pseudo-key (pgutil)
+        return [value, password or user]
     if name.replace(b"_", b"-") not in _AUTH_SCHEMES:
         return [value]
     scheme, _, rest = value.partition(b" ")

@@ -18,7 +18,7 @@ from gateway.identity import Identity, identify
 from gateway.policy import decide
 from gateway.rewrite import key_placement
 from gateway.settings import Config
-from gateway.workload_identity import JwtVerifier, all_matches
+from gateway.workload_identity import JwtVerifier, all_matches, mismatch, peek
 
 
 def explain(config: Config, method: str, target: bytes, token: str | None) -> tuple[list[str], bool]:
@@ -36,6 +36,8 @@ def explain(config: Config, method: str, target: bytes, token: str | None) -> tu
         lines += _jwt_lines(identity, also)
         return _decide(config, method, t, identity, lines)
     except GatewayError as error:
+        if token is not None and error.status == 401:
+            lines += _why_no_jwt_client(config, token, error)
         return _refused(lines, error)
 
 
@@ -111,6 +113,21 @@ async def _identify(credentials: Credentials, config: Config) -> tuple[Identity,
             return identity, []
         matches = await all_matches(credentials.token, verifier)
     return identity, [m.client.name for m in matches if m.client.name != identity.client.name]
+
+
+def _why_no_jwt_client(config: Config, token: str, error: GatewayError) -> list[str]:
+    """Per jwt client, the first check the token fails (issuer, audience, which claim: expected vs
+    the token's value), or, when its claims fit, why verification refused it. Claim values only: a
+    claim is what the token says about itself, never the token or its signature."""
+    parts = peek(token)
+    if parts is None:
+        return []
+    lines = []
+    for client in config.jwt_clients:
+        if client.jwt is not None:
+            reason = mismatch(client.jwt, parts[1]) or f"issuer, audience and claims fit; {error.detail}"
+            lines.append(f"jwt client {client.name}: {reason}")
+    return lines
 
 
 def _jwt_lines(identity: Identity, also: list[str]) -> list[str]:

@@ -36,6 +36,8 @@ async def forward(
     response = await upstream.open(
         request, stream_body(receive, flow, head.content_length) if streamed else None
     )
+    if request.body is not None:
+        flow.bytes_in = len(request.body)  # the inspected body as relayed (credential stripped)
     try:
         headers = rewrite_response_headers(
             response.headers, key, response.status, config.settings.upstream.url, view.public_origin

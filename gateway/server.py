@@ -271,6 +271,7 @@ def build_servers(config: Config, proxy: ProxyApp) -> tuple[uvicorn.Server, uvic
             lifespan="on",
             date_header=False,
             timeout_graceful_shutdown=math.ceil(s.shutdown.timeout),
+            timeout_keep_alive=s.listen.keep_alive_timeout,
         )
     )
     admin_server = _Server(

@@ -166,6 +166,9 @@ class UpstreamSettings(_Strict):
 class Listen(_Strict):
     host: str = "127.0.0.1"
     port: Port = 8080
+    # Seconds an idle keep-alive connection stays open. Behind a load balancer set it above the
+    # balancer's idle timeout, or the balancer reuses a connection the gateway is closing (a 502).
+    keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
 
 
 class AdminListen(_Strict):
@@ -644,9 +647,48 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locations):
             continue
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        message = err["msg"].removeprefix("Value error, ")
+        ours = _OUR_WORDS.get(err["type"])
+        ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in err.get("ctx", {}).items()}
+        message = ours.format(**ctx) if ours else err["msg"].removeprefix("Value error, ")
         problems.append(f"{where or '(root)'}: {message}")
     return problems
+
+
+# pydantic's texts that read like the library rather than like our config ("Tuple should have at
+# least 1 item after validation"): said in our words; {name}s come from the error's context
+_DATETIME = "must be a date and time with a zone, e.g. 2027-03-31T00:00:00Z"
+_OUR_WORDS = {
+    "missing": "required, but not given",
+    "extra_forbidden": "unknown setting (a typo? config/example.yaml lists every setting)",
+    "too_short": "is empty: give at least {min_length} entry",
+    "timezone_aware": _DATETIME,
+    "datetime_type": _DATETIME,
+    "datetime_parsing": _DATETIME,
+    "datetime_from_date_parsing": _DATETIME,
+    "string_type": "must be text (a string)",
+    "string_too_short": "must not be empty",
+    "string_too_long": "is too long: at most {max_length} characters",
+    "string_pattern_mismatch": "has characters or a form not allowed here (pattern {pattern})",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "dict_type": "must be a mapping (name: value)",
+    "model_type": "must be a mapping (name: value)",
+    "model_attributes_type": "must be a mapping (name: value)",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "literal_error": "must be one of {expected}",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "ip_any_network": "must be an IP network such as 10.0.0.0/8",
+    "path_type": "must be a file path",
+}
 
 
 def _valid_clients(raw: dict[str, Any]) -> list[tuple[int, ClientSettings]]:

@@ -539,10 +539,24 @@ class StandinServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ProGet stand-in (NOT ProGet) for tests and benchmarks.")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--port-file", type=Path)
-    parser.add_argument("--key", action="append", default=[], help="an accepted key (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.standin",
+        description="A recording ProGet STAND-IN (not ProGet) on 127.0.0.1, to try `proget-gateway serve` "
+        "with your own config before a ProGet exists: point upstream.url at it. GET /__standin/echo "
+        "answers with what it received.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one, printed)"
+    )
+    parser.add_argument("--port-file", type=Path, help="also write the port to this file (for scripts)")
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        help="a ProGet API key it accepts (repeatable): the values of your config's keys; a request with any "
+        "other key is refused (403), as ProGet would",
+    )
     args = parser.parse_args(argv)
     standin = Standin(keys={k: f"key{i}" for i, k in enumerate(args.key)})
     standin.record = False

@@ -154,6 +154,25 @@ def match_claims(settings: JwtSettings, claims: Mapping[str, Any]) -> tuple[str,
     return tuple(matched)
 
 
+def mismatch(settings: JwtSettings, claims: Mapping[str, Any]) -> str | None:
+    """The first of a client's checks these (unverified) claims fail, expected vs actual; None when
+    all pass. For ``explain``: claim values, never the token or its signature."""
+    if claims.get("iss") != settings.issuer:
+        return f"issuer: expected {settings.issuer}, the token has {_shown(claims.get('iss'))}"
+    for name, wanted in (("aud", settings.audience), *settings.claims.items()):
+        if not any(v in wanted for v in _strings(claims.get(name))):
+            what = "audience" if name == "aud" else f"claim {name}"
+            return f"{what}: expected {' or '.join(wanted)}, the token has {_shown(claims.get(name))}"
+    return None
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    if value is None:
+        return "none"
+    text = ", ".join(_strings(value)) if isinstance(value, str | list) else repr(value)
+    return text[:limit] or "none"
+
+
 def _candidates(clients: Iterable[ClientSettings], claims: Mapping[str, Any]) -> list[ClientSettings]:
     return [c for c in clients if c.jwt is not None and match_claims(c.jwt, claims) is not None]
 
@@ -339,7 +358,7 @@ class JwtVerifier:
                 body = await _read_capped(response)
                 ttl = self._ttl(response.headers.get("cache-control"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _FetchFailed(f"{url}: {type(exc).__name__}") from None
+            raise _FetchFailed(f"{url}: {_fetch_reason(exc, self.tuning.timeout)}") from None
         try:
             document = json.loads(body)
         except ValueError:
@@ -393,6 +412,19 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
         if len(body) > MAX_DOCUMENT_BYTES:
             raise _FetchFailed(f"{response.url}: larger than {MAX_DOCUMENT_BYTES} bytes")
     return bytes(body)
+
+
+def _fetch_reason(exc: BaseException, timeout: float) -> str:
+    """Why a fetch failed, in our words (not ``ClientConnectorDNSError``)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS failed (certificate not trusted, or not TLS)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "cannot connect"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"no answer within {timeout:g} s"
+    return "the connection failed before a whole answer arrived"
 
 
 def _jwt(client: ClientSettings) -> JwtSettings:

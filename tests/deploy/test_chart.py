@@ -145,7 +145,7 @@ def test_central_probes_point_at_the_admin_port(central: list[Doc]) -> None:
 
 def test_central_listens_on_all_interfaces_and_admin_is_separate(central: list[Doc]) -> None:
     config = gateway_config(central)
-    assert config["listen"] == {"host": "0.0.0.0", "port": 8080}
+    assert config["listen"] == {"host": "0.0.0.0", "port": 8080, "keep_alive_timeout": 5}
     assert config["admin"] == {"host": "0.0.0.0", "port": ADMIN_PORT}
     service = one(central, "Service")
     assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
@@ -257,7 +257,7 @@ def sidecar(helm: Helm) -> list[Doc]:
 
 def test_sidecar_binds_loopback_only(sidecar: list[Doc]) -> None:
     config = gateway_config(sidecar)
-    assert config["listen"] == {"host": "127.0.0.1", "port": 8080}
+    assert config["listen"] == {"host": "127.0.0.1", "port": 8080, "keep_alive_timeout": 5}
     assert config["admin"] == {"host": "127.0.0.1", "port": ADMIN_PORT}
     gw = container(_pod_spec(sidecar), "proget-gateway")
     assert "ports" not in gw, "nothing of the sidecar is published on the pod IP"

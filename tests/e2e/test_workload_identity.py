@@ -321,7 +321,7 @@ def test_check_fetches_each_issuer_and_reports_the_unreachable_one(w: World) -> 
     ]
     assert "clients.cold.jwt" in down
     assert [p.split(":")[0] for p in problems] == down
-    assert all("ClientConnectorError" in p for p in problems)
+    assert all(p.endswith(": cannot connect") for p in problems)  # our words, not ClientConnectorError
     assert w.gh.fetches["jwks"] == before + 1  # one fetch for the three clients of that issuer
     offline = cli(w, "check", "--offline", "--config", str(w.gateway.config_path))
     assert offline.returncode == 0, offline.stderr
@@ -344,3 +344,24 @@ def test_no_token_in_any_log_line(w: World) -> None:
     jwt_lines = [a for a in audits if a.get("issuer")]
     assert jwt_lines and all(a["sub"] and a["client"] for a in jwt_lines)
     assert "identity provider" in log  # the outage was logged (by issuer URL, without a token)
+
+
+def test_explain_says_per_client_which_check_a_refused_jwt_fails(w: World) -> None:
+    wrong_aud = w.gh.github_token(audience="someone-else")
+    wrong_repo = w.gh.github_token(repository="acme/other")
+    outs = [explain(w, token) for token in (wrong_aud, wrong_repo)]
+    assert [o.returncode for o in outs] == [1, 1]
+    aud_lines, repo_lines = (o.stdout.splitlines() for o in outs)
+    assert (
+        "jwt client payments-main: audience: expected proget-gateway, the token has someone-else" in aud_lines
+    )
+    assert (
+        "jwt client payments-main: claim repository: expected acme/payments, the token has acme/other"
+        in repo_lines
+    )
+    assert (
+        f"jwt client build-pods: issuer: expected {w.k8s.issuer}, the token has {w.gh.issuer}" in repo_lines
+    )
+    for token, out in zip((wrong_aud, wrong_repo), outs, strict=True):
+        for part in token.split("."):
+            assert part not in out.stdout + out.stderr

@@ -125,10 +125,10 @@ key source per key. In sidecar mode the one client is the anonymous `sidecar.cli
 {{- include "proget-gateway.validate" . -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- if eq .Values.mode "central" -}}
-{{- $_ := set $cfg "listen" (dict "host" .Values.listenHost "port" .Values.ports.http) -}}
+{{- $_ := set $cfg "listen" (dict "host" .Values.listenHost "port" .Values.ports.http "keep_alive_timeout" .Values.keepAliveTimeout) -}}
 {{- $_ := set $cfg "admin" (dict "host" .Values.listenHost "port" .Values.ports.admin) -}}
 {{- else -}}
-{{- $_ := set $cfg "listen" (dict "host" "127.0.0.1" "port" .Values.sidecar.port) -}}
+{{- $_ := set $cfg "listen" (dict "host" "127.0.0.1" "port" .Values.sidecar.port "keep_alive_timeout" .Values.keepAliveTimeout) -}}
 {{- $_ := set $cfg "admin" (dict "host" "127.0.0.1" "port" .Values.sidecar.adminPort) -}}
 {{- $client := dict "name" .Values.sidecar.client.name "anonymous" true "rules" .Values.sidecar.client.rules -}}
 {{- $_ := set $cfg "clients" (list $client) -}}
