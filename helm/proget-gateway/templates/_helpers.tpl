@@ -102,6 +102,7 @@ app.kubernetes.io/component: {{ ternary "gateway" "sidecar-config" (eq .Values.m
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- $_ := include "proget-gateway.terminationGrace" . -}}
 {{- else -}}
 {{- if eq (int .Values.sidecar.port) (int .Values.sidecar.adminPort) -}}
 {{- fail (printf "sidecar.adminPort: %v is also sidecar.port; the admin endpoints never share the proxy's port" .Values.sidecar.adminPort) -}}
@@ -115,6 +116,28 @@ app.kubernetes.io/component: {{ ternary "gateway" "sidecar-config" (eq .Values.m
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Seconds the kubelet waits after SIGTERM before SIGKILL: above preStop sleep + shutdown.drain_delay +
+shutdown.timeout (gateway defaults 5 and 25), plus 5 s to exit, so a drain is never cut short.
+0 = exactly that; a smaller explicit value is refused.
+*/}}
+{{- define "proget-gateway.terminationGrace" -}}
+{{- $shutdown := default dict .Values.config.shutdown -}}
+{{- $drain := ternary $shutdown.drain_delay 5 (hasKey $shutdown "drain_delay") -}}
+{{- $timeout := ternary $shutdown.timeout 25 (hasKey $shutdown "timeout") -}}
+{{- $need := add 5 (ceil (addf .Values.preStopSleepSeconds $drain $timeout) | int) -}}
+{{- $given := int .Values.terminationGracePeriodSeconds -}}
+{{- if and $given (lt $given $need) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d is below preStopSleepSeconds + config.shutdown.drain_delay + config.shutdown.timeout + 5 s to exit = %d; raise it (or 0: computed)" $given $need) -}}
+{{- end -}}
+{{- ternary $given $need (gt $given 0) -}}
+{{- end -}}
+
+{{/* serve's arguments: --no-reload when reload is off. */}}
+{{- define "proget-gateway.args" -}}
+{{- if .Values.reload -}}[serve]{{- else -}}[serve, --no-reload]{{- end -}}
 {{- end -}}
 
 {{/*
@@ -156,17 +179,22 @@ key source per key. In sidecar mode the one client is the anonymous `sidecar.cli
 {{- end -}}
 
 {{/*
-Pod annotations that roll the pods when the config or a chart-managed key changes. An existing
-Secret is not visible at render time: after rotating one, `kubectl rollout restart` (docs/deploy.md).
+Pod annotations. With reload on (the default) a changed ConfigMap or Secret reaches the running pods
+through the kubelet's volume update and the gateway's reload, without a roll; with rollOnConfigChange
+(or reload off) checksums roll the pods when the config or a chart-managed key changes. An existing
+Secret is not visible at render time either way.
 Call with (dict "root" . "prefix" "checksum/"); the sidecar uses a longer prefix so it cannot clash
 with the application's own checksum annotations.
 */}}
 {{- define "proget-gateway.checksums" -}}
 {{- $v := .root.Values -}}
+proget-gateway/config-reload: {{ ternary "on" "off" (and $v.reload true) | quote }}
+{{- if or $v.rollOnConfigChange (not $v.reload) }}
 {{ .prefix }}config: {{ include "proget-gateway.gatewayConfig" .root | sha256sum }}
 {{- if $v.keys.existingSecret }}
 {{ .prefix }}secret: {{ printf "existing:%s:%s" $v.keys.existingSecret (join "," $v.keys.names) | sha256sum }}
 {{- else }}
 {{ .prefix }}secret: {{ toJson $v.keys.create | sha256sum }}
+{{- end }}
 {{- end }}
 {{- end -}}

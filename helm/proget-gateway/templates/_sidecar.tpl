@@ -36,7 +36,7 @@ exec:
   {{- if .Values.sidecar.native }}
   restartPolicy: Always
   {{- end }}
-  args: [serve]
+  args: {{ include "proget-gateway.args" . }}
   env:
     - name: PROGET_GATEWAY_CONFIG
       value: {{ include "proget-gateway.configPath" . }}
