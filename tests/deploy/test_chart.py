@@ -84,6 +84,13 @@ _PAIRS: list[tuple[str, Doc, type[BaseModel], set[str]]] = [
         set(),
     ),
     ("config.limits", _CONFIG["properties"]["limits"], settings.Limits, set()),
+    ("config.shutdown", _CONFIG["properties"]["shutdown"], settings.Shutdown, set()),
+    (
+        "config.clients[].tokens[]",
+        _CLIENT["properties"]["tokens"]["items"]["oneOf"][1],
+        settings.TokenEntry,
+        set(),
+    ),
     (
         "config.limits.default_client",
         _CONFIG["properties"]["limits"]["properties"]["default_client"],
@@ -317,21 +324,56 @@ def _checksums(docs: list[Doc]) -> dict[str, str]:
     }
 
 
+ROLL = {"rollOnConfigChange": True}
+
+
 @pytest.mark.parametrize("values", [CENTRAL, SIDECAR], ids=["central", "sidecar"])
 def test_checksum_annotations_change_with_the_config(helm: Helm, values: Path) -> None:
-    base = _checksums(helm.render(CHART, [values]))
+    base = _checksums(helm.render(CHART, [values], ROLL))
     assert set(base) == {"config", "secret"}
-    changed = _checksums(helm.render(CHART, [values], {"config": {"upstream": {"url": "http://other:8624"}}}))
+    other = {**ROLL, "config": {"upstream": {"url": "http://other:8624"}}}
+    changed = _checksums(helm.render(CHART, [values], other))
     assert changed["config"] != base["config"]
     assert changed["secret"] == base["secret"]
-    again = _checksums(helm.render(CHART, [values]))
+    again = _checksums(helm.render(CHART, [values], ROLL))
     assert again == base, "rendering is deterministic: an unchanged release does not roll the pods"
 
 
+@pytest.mark.parametrize("values", [CENTRAL, SIDECAR], ids=["central", "sidecar"])
+def test_reload_makes_the_roll_out_optional(helm: Helm, values: Path) -> None:
+    """Default: reload on, no checksum (a ConfigMap edit reaches the pods without a roll); reload off:
+    serve --no-reload, and the checksums roll the pods."""
+    docs = helm.render(CHART, [values])
+    spec = _pod_spec(docs)
+    assert container(spec, "proget-gateway")["args"] == ["serve"]
+    assert _checksums(docs) == {}
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["proget-gateway/config-reload"] == "on"
+    off = helm.render(CHART, [values], {"reload": False})
+    spec = _pod_spec(off)
+    assert container(spec, "proget-gateway")["args"] == ["serve", "--no-reload"]
+    assert set(_checksums(off)) == {"config", "secret"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "grace"),
+    [
+        ({}, 5 + 5 + 25 + 5),
+        ({"preStopSleepSeconds": 0, "config": {"shutdown": {"drain_delay": 2.5, "timeout": 300}}}, 308),
+        ({"terminationGracePeriodSeconds": 600}, 600),
+    ],
+)
+def test_termination_grace_outlasts_the_drain(helm: Helm, overrides: Doc, grace: int) -> None:
+    spec = _pod_spec(helm.render(CHART, [CENTRAL], overrides))
+    assert spec["terminationGracePeriodSeconds"] == grace
+    shutdown = {"drain_delay": 5, "timeout": 25, **overrides.get("config", {}).get("shutdown", {})}
+    assert gateway_config(helm.render(CHART, [CENTRAL], overrides))["shutdown"] == shutdown
+
+
 def test_checksum_secret_changes_with_a_chart_managed_key(helm: Helm) -> None:
-    base = _checksums(helm.render(CHART, [SIDECAR]))
+    base = _checksums(helm.render(CHART, [SIDECAR], ROLL))
     rotated = _checksums(
-        helm.render(CHART, [SIDECAR], {"keys": {"create": {"app-read": "rotated-key-value"}}})
+        helm.render(CHART, [SIDECAR], {**ROLL, "keys": {"create": {"app-read": "rotated-key-value"}}})
     )
     assert rotated["secret"] != base["secret"]
     assert rotated["config"] == base["config"], "the config names key files, not key values"
@@ -389,6 +431,7 @@ def test_schema_rejects_typos_and_wrong_values(helm: Helm, overrides: Doc, compl
             {"sidecar": {"port": 8080, "adminPort": 8080}},
             "sidecar.adminPort: 8080 is also sidecar.port",
         ),
+        (CENTRAL, {"terminationGracePeriodSeconds": 30}, "terminationGracePeriodSeconds: 30 is below"),
     ],
     ids=[
         "central-no-client",
@@ -398,6 +441,7 @@ def test_schema_rejects_typos_and_wrong_values(helm: Helm, overrides: Doc, compl
         "central-unknown-key",
         "central-admin-port",
         "sidecar-admin-port",
+        "grace-too-short",
     ],
 )
 def test_render_refuses_configs_that_could_not_start(
@@ -465,7 +509,8 @@ def test_application_chart_includes_the_sidecar_template(
     assert volumes["proget-gateway-keys"]["secret"]["secretName"] == "orders-proget-keys"
     assert gw["securityContext"]["readOnlyRootFilesystem"] is True
     annotations = one(docs, "Deployment", "orders-app")["spec"]["template"]["metadata"]["annotations"]
-    assert {"checksum/proget-gateway-config", "checksum/proget-gateway-secret"} <= set(annotations)
+    assert annotations["proget-gateway/config-reload"] == "on"  # a sidecar config edit needs no app roll
+    assert not {"checksum/proget-gateway-config", "checksum/proget-gateway-secret"} & set(annotations)
     assert gateway_config(docs)["listen"]["host"] == "127.0.0.1"
 
 
@@ -481,7 +526,8 @@ def test_notes_tell_how_to_reach_it(helm: Helm, values: Path, tmp_path: Path) ->
     notes = one(helm.render(chart, [values]), "ConfigMap", "notes")["data"]["notes"]
     if values == CENTRAL:
         assert "http://rel-proget-gateway.apps.svc:80" in notes
-        assert 'curl -i -H "Authorization: Bearer $PGW_TOKEN" http://127.0.0.1:8080/health' in notes
+        assert "curl -i http://127.0.0.1:8080/health\n" in notes  # no rule can refuse it: no credential
+        assert "/health" not in notes.split("Bearer")[1].split("\n")[0]  # feed-only rules would refuse it
     else:
         assert "http://127.0.0.1:8080 with no credential" in notes
         assert '"proget-gateway.sidecar"' in notes
