@@ -3,9 +3,11 @@ swap, SIGHUP, an invalid edit) and graceful shutdown (readiness, drain, abort at
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from gateway.settings import token_hash
-from gateway.standin import StandinServer
+from gateway.standin import _BLOCK, StandinServer, _content
 from tests.e2e.conftest import TOKEN_CI, Gateway, base_config, running_gateway
 from tests.processes import free_port
 
@@ -191,3 +193,42 @@ def test_sigterm_drains_in_flight_requests_then_aborts_at_the_timeout(
         line = [a for a in draining.audit_lines() if "download-slow" in a["path"]][-1]
         assert line["reason"] == "shutdown_aborted"
     assert "shutdown: /readyz answers 503" in draining.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_one_gib_download_lets_it_finish_intact(
+    tmp_path: Path, standin_server: StandinServer
+) -> None:
+    """A 1 GiB download running when SIGTERM arrives completes byte for byte inside shutdown.timeout,
+    and the process then exits 0 (curl is the client, a process of its own)."""
+    size = 1024**3
+    expected = hashlib.sha256()
+    block = _content(0, len(_BLOCK))  # the body is _BLOCK repeated: hash it without holding 1 GiB
+    for _ in range(size // len(block)):
+        expected.update(block)
+    expected.update(block[: size % len(block)])
+
+    def shutdown(config: dict[str, Any]) -> None:
+        config["shutdown"] = {"drain_delay": 0.5, "timeout": 120}
+
+    with running_gateway(tmp_path, standin_server, mutate=shutdown) as gw:
+        url = f"{gw.url}/api/packages/internal/download?name=big&version=1&size={size}"
+        curl = subprocess.Popen(
+            ["curl", "-sS", "--fail", "-H", f"X-ApiKey: {TOKEN_CI}", url], stdout=subprocess.PIPE
+        )
+        assert curl.stdout is not None
+        got, received = hashlib.sha256(), 0
+        while received < 64 * 1024 * 1024:  # well under way
+            chunk = curl.stdout.read(1 << 20)
+            assert chunk, "the download ended early"
+            got.update(chunk)
+            received += len(chunk)
+        gw.process.send_signal(signal.SIGTERM)
+        while chunk := curl.stdout.read(1 << 20):
+            got.update(chunk)
+            received += len(chunk)
+        assert curl.wait(timeout=60) == 0
+        assert gw.process.wait(timeout=30) == 0
+        assert (received, got.hexdigest()) == (size, expected.hexdigest())
+        line = [a for a in gw.audit_lines() if "download" in a["path"]][-1]
+        assert (line["status"], line["decision"], line["bytes_out"]) == (200, "allow", size)
