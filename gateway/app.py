@@ -8,7 +8,9 @@ is low-traffic and benefits from Starlette's routing.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import os
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,7 +23,7 @@ from gateway import status, upstream_health
 from gateway.admission import Admission
 from gateway.metrics import REGISTRY
 from gateway.pipeline import Runtime, handle
-from gateway.settings import Config
+from gateway.settings import Config, tracing_wanted
 from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient
 from gateway.workload_identity import JwtVerifier
@@ -33,6 +35,10 @@ class ProxyApp:
     def __init__(self, config: Config) -> None:
         self.runtime = Runtime(config, UpstreamClient(config.settings.upstream), JwtVerifier(config))
         self.runtime.admission = Admission(config)
+        if tracing_wanted(config.settings, os.environ):
+            from gateway.tracing import Tracer  # the SDK is loaded only when traces are on
+
+            self.runtime.tracer = Tracer(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -55,6 +61,8 @@ class ProxyApp:
                     await self.runtime.admission.close()
                 if self.runtime.jwt is not None:
                     await self.runtime.jwt.close()
+                if self.runtime.tracer is not None:
+                    await asyncio.to_thread(self.runtime.tracer.shutdown)  # export what is queued
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

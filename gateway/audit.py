@@ -15,11 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from gateway.errors import GatewayError
 from gateway.needles import Needles
 from gateway.redact import redact_fields
+
+if TYPE_CHECKING:
+    from gateway.tracing import RequestTrace
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Flow:
     limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
     release: Callable[[], None] | None = None  # gives back what gateway.bodies held for this request
     secrets: Needles = field(default_factory=Needles)  # every form of what the client presented
+    trace: RequestTrace | None = None  # its spans, when tracing is on (gateway/tracing.py)
 
     def fail(self, error: GatewayError) -> None:
         self.error = error
@@ -97,6 +101,7 @@ def _fields(flow: Flow) -> dict[str, object]:
         "token_label": flow.token_label,
         "config_generation": flow.generation,
         "key": flow.key,
+        "rule": flow.rule,
         "method": flow.method,
         "path": flow.path,
         "native_method": flow.native_method,
@@ -172,9 +177,12 @@ _writer = _Writer()
 atexit.register(_writer.flush)
 
 
-def emit(flow: Flow) -> None:
-    """Queue the request's audit line (written within this event-loop iteration)."""
-    _writer.add(_encode(event(flow)))
+def emit(flow: Flow) -> dict[str, object]:
+    """Queue the request's audit line (written within this event-loop iteration); return its fields,
+    redacted, for the request's trace."""
+    fields = event(flow)
+    _writer.add(_encode(fields))
+    return fields
 
 
 def configure(stream: IO[str] | None = None) -> None:

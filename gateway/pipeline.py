@@ -18,6 +18,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway import audit, metrics
 from gateway.admission import Admission
@@ -33,12 +34,15 @@ from gateway.identity import identify
 from gateway.policy import decide
 from gateway.redact import redact_error, redact_exception
 from gateway.responses import send_error
-from gateway.rewrite import client_view, rewrite_request
+from gateway.rewrite import client_view, is_trusted, rewrite_request
 from gateway.settings import Config
 from gateway.status import Recent
 from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient
 from gateway.workload_identity import JwtVerifier
+
+if TYPE_CHECKING:
+    from gateway.tracing import Tracer
 
 RAW_TARGET = "proget_gateway.raw_target"  # scope key set by gateway.server with the request line's target
 
@@ -56,6 +60,7 @@ class Runtime:
     inspection: InspectionBudget = field(init=False)  # bytes of inspected bodies held at once
     recent: Recent = field(init=False)  # the admin status page's memory (gateway/status.py)
     draining: bool = False  # shutting down: /readyz answers 503 (gateway/server.py)
+    tracer: Tracer | None = None  # OpenTelemetry, when on (gateway/tracing.py); fixed until a restart
 
     def __post_init__(self) -> None:
         self.inspection = budget = InspectionBudget(self.config.settings.limits.max_inspected_bytes_in_flight)
@@ -118,7 +123,9 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         if flow.release is not None:
             flow.release()
         flow.duration_s = time.perf_counter() - flow.started
-        audit.emit(flow)
+        fields = audit.emit(flow)
+        if flow.trace is not None:
+            flow.trace.finish(fields)  # the audit line's redacted fields: nothing else reaches a span
         metrics.observe(flow)
         runtime.recent.record(flow)
 
@@ -149,12 +156,16 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     target_bytes = raw_target(scope)
     flow.secrets = presented(headers)  # redacted from the log even if the request is refused below
     flow.path = audit.safe_raw_path(target_bytes)
+    if runtime.tracer is not None:
+        flow.trace = runtime.tracer.begin(flow.method, headers, is_trusted(flow.peer, config))
 
     head = check_head(flow.method, headers, limits)
     target = canonicalize(target_bytes, max_target_bytes=limits.max_target_bytes)
     flow.path, flow.native_method = target.path, target.native_method
 
     kind = body_kind(target, head)
+    if flow.trace is not None:
+        flow.trace.stage("identify")  # finding the credential, reading an inspected body, verifying
     body = None
     if kind is not BodyKind.STREAM and head.has_body:
         # A credential in the head is checked before a body is held: strangers cannot make us buffer.
@@ -175,17 +186,22 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     identity = await identify(credentials, config, jwt)
     flow.client, flow.subject, flow.issuer = identity.client.name, identity.subject, identity.issuer
     flow.token_label = identity.label
+    if flow.trace is not None:
+        flow.trace.stage("decide")
     decision = decide(identity.client, flow.method, target, config)
     flow.key, flow.rule, flow.reason = decision.key, decision.rule, f"rule:{decision.rule}"
 
     key = config.keys[decision.key]
     view = client_view(flow.peer, scope.get("scheme", "http"), head, headers, config)
+    trace_headers = flow.trace.upstream() if flow.trace is not None else None
     request = rewrite_request(
-        flow.method, target, headers, head, credentials, key, view, config, flow.request_id
+        flow.method, target, headers, head, credentials, key, view, config, flow.request_id, trace_headers
     )
     check_egress(request, flow.secrets)  # the backstop: nothing presented leaves, in any encoding
     flow.decision = "allow"
     upload = request.body is None and head.has_body
     admitted = admission.admit(flow, identity.client.name, upload) if admission else nullcontext()
     async with admitted:  # after the decision: refused requests cost ProGet nothing
+        if flow.trace is not None and admission is not None:
+            flow.trace.event("admitted")
         await forward(flow, request, head, key, view, upstream, config, receive, send)

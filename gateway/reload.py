@@ -11,8 +11,8 @@ rebuilt when any workload-identity setting changed.
 
 An invalid new config changes nothing: one log line lists every problem in ``check``'s words (they
 never include a secret), ``proget_gateway_config_reloads_total{result="failure"}`` counts it, and the
-old snapshot keeps serving (``/readyz`` stays ready). ``listen`` and ``admin`` need new sockets: a
-change there is logged as needing a restart and not applied.
+old snapshot keeps serving (``/readyz`` stays ready). ``listen`` and ``admin`` need new sockets and
+``tracing`` a new exporter: a change there is logged as needing a restart and not applied.
 
 Watching uses ``watchfiles`` (Rust ``notify``: inotify on Linux, no polling) on the *directories* of
 the files the config reads, because the kubelet updates a mounted ConfigMap or Secret by swapping the
@@ -139,13 +139,17 @@ def _concerning(files: set[str]) -> Callable[[watchfiles.Change, str], bool]:
     return concerns
 
 
+_RESTART_ONLY = ("listen", "admin", "tracing")
+
+
 def _keep_sockets(old: Config, new: Config) -> Config:
-    """``listen``/``admin`` are bound sockets: a change is reported, not applied."""
+    """``listen``/``admin`` are bound sockets and ``tracing`` the process's exporter: a change is
+    reported, not applied."""
     s_old, s_new = old.settings, new.settings
-    for name in ("listen", "admin"):
+    for name in _RESTART_ONLY:
         if getattr(s_new, name) != getattr(s_old, name):
             log.warning("config reload: %s changed; it needs a restart and is not applied", name)
-    settings = s_new.model_copy(update={"listen": s_old.listen, "admin": s_old.admin})
+    settings = s_new.model_copy(update={name: getattr(s_old, name) for name in _RESTART_ONLY})
     return replace(new, settings=settings)
 
 

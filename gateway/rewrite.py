@@ -64,6 +64,9 @@ SET_BY_GATEWAY = frozenset(
         b"expect",
     }
 )
+# W3C trace context: never forwarded as a client sent it. gateway.tracing sends the gateway's own; with
+# tracing off a trusted proxy's passes through (trace_context), nobody else's.
+TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _NUGET_PUSH_METHODS = frozenset({"PUT", "POST", "DELETE"})
 
 
@@ -131,6 +134,7 @@ class ClientView:
     proto: str  # how the client reached us (scheme, or a trusted proxy's X-Forwarded-Proto)
     host: str  # the Host the client used (or a trusted proxy's X-Forwarded-Host)
     public_origin: str  # public_url, else proto://host: Location rewriting and X-Forwarded-Proto/Host
+    trusted: bool = False  # the peer is one of trusted_proxies (its X-Forwarded-* and trace context count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +150,25 @@ def client_view(
 ) -> ClientView:
     """Resolve client address, scheme and host; X-Forwarded-* count only from trusted proxies."""
     proto, host, chain = scheme, head.host, [peer]
-    if _trusted(peer, config):
+    trusted = is_trusted(peer, config)
+    if trusted:
         sent = _forwarded(headers)
         chain = [*sent.get("for", []), peer]
         proto = _single(sent.get("proto"), proto, ("http", "https"))
         host = _single(sent.get("host"), host, None)
     public = config.settings.public_url or f"{proto}://{host}"
-    return ClientView(_client_ip(chain, config), ", ".join(chain), proto, host, public)
+    return ClientView(_client_ip(chain, config), ", ".join(chain), proto, host, public, trusted)
 
 
-def _trusted(ip: str, config: Config) -> bool:
+def trace_context(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The W3C trace headers as sent, only when each appears once (two ``traceparent`` are no context)."""
+    found = [(n.lower(), v) for n, v in headers if n.lower() in TRACE_HEADERS]
+    if len({n for n, _ in found}) != len(found):
+        return []
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in found]
+
+
+def is_trusted(ip: str, config: Config) -> bool:
     nets = config.settings.trusted_proxies
     if not nets:
         return False
@@ -193,7 +206,7 @@ def _valid_host(value: str) -> bool:
 def _client_ip(chain: list[str], config: Config) -> str:
     """The right-most address that is not a trusted proxy (werkzeug ProxyFix's rule)."""
     for ip in reversed(chain):
-        if not _trusted(ip, config):
+        if not is_trusted(ip, config):
             return ip
     return chain[0]
 
@@ -208,10 +221,15 @@ def rewrite_request(
     view: ClientView,
     config: Config,
     request_id: str,
+    trace_headers: list[tuple[str, str]] | None = None,
 ) -> UpstreamRequest:
-    """Build exactly what ProGet will receive."""
+    """Build exactly what ProGet will receive. ``trace_headers``: the gateway's span context when
+    tracing is on; otherwise a trusted proxy's trace context is passed through."""
     out = _kept_headers(headers, _site_table(config.settings.strip_request_headers))
     out += _gateway_headers(view, request_id, config)
+    if trace_headers is None:
+        trace_headers = trace_context(headers) if view.trusted else []
+    out += trace_headers
     out += _key_headers(method, target, key)
     body = credentials.body
     if body is not None:
@@ -237,6 +255,7 @@ def _kept_headers(headers: list[tuple[bytes, bytes]], site: HeaderTable) -> list
             n in HOP_BY_HOP
             or n in SET_BY_GATEWAY
             or n in METHOD_OVERRIDES
+            or n in TRACE_HEADERS
             or n in named
             or is_credential_header(n)
             or CLIENT_IDENTITY_HEADERS.matches(n)

@@ -419,6 +419,29 @@ class Shutdown(_Strict):
     timeout: float = Field(default=25.0, ge=0, le=3600)
 
 
+class Tracing(_Strict):
+    """OpenTelemetry traces (gateway/tracing.py), off unless this section or OTEL_EXPORTER_OTLP_*ENDPOINT
+    is set. What is not given here comes from the standard OTEL_* variables (headers, timeout, sampler)."""
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP base URL, e.g. http://otel-collector:4318 (+ /v1/traces)
+    sample_ratio: float | None = Field(default=None, ge=0, le=1)  # None: OTEL_TRACES_SAMPLER, else 1.0
+    service_name: str = Field(default="proget-gateway", min_length=1, max_length=200)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://otel-collector:4318")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use OTEL_EXPORTER_OTLP_HEADERS")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return url.rstrip("/")
+
+
 class StatusPage(_Strict):
     recent: int = Field(default=200, ge=1, le=100_000)  # refusals kept in memory for the admin page
 
@@ -437,6 +460,7 @@ class Settings(_Strict):
     rate_limit: RateLimitSettings = RateLimitSettings()
     status_page: StatusPage = StatusPage()
     shutdown: Shutdown = Shutdown()
+    tracing: Tracing | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -752,6 +776,7 @@ def build_config(
     problems += [p for p in token_files.values() if isinstance(p, str)]
     redis_url = _resolve_redis_url(raw, base or Path.cwd()) if resolve_keys else None
     problems += [redis_url] if isinstance(redis_url, str) else []
+    problems += _tracing_problems(raw, os.environ if env is None else env)
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
     settings = _with_file_tokens(settings, {n: t for n, t in token_files.items() if not isinstance(t, str)})
@@ -759,6 +784,26 @@ def build_config(
     documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
     config = _freeze(settings, resolved, source, documents)
     return replace(config, redis_url=redis_url) if isinstance(redis_url, SecretStr) else config
+
+
+OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def tracing_wanted(settings: Settings, env: Mapping[str, str]) -> bool:
+    """Whether traces are on (gateway/tracing.py, imported only then): a ``tracing`` section, or the
+    standard endpoint variables, unless ``OTEL_SDK_DISABLED=true``."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return settings.tracing is not None or any(env.get(v) for v in OTLP_ENDPOINT_VARS)
+
+
+def _tracing_problems(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """A ``tracing`` section must say where spans go, here or in the standard variables."""
+    tracing = raw.get("tracing")
+    from_env = any(env.get(v) for v in OTLP_ENDPOINT_VARS)
+    if not isinstance(tracing, dict) or tracing.get("otlp_endpoint") or from_env:
+        return []
+    return ["tracing.otlp_endpoint: required (or set OTEL_EXPORTER_OTLP_ENDPOINT): where spans are sent"]
 
 
 def _resolve_keys(

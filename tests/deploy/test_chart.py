@@ -85,6 +85,7 @@ _PAIRS: list[tuple[str, Doc, type[BaseModel], set[str]]] = [
     ),
     ("config.limits", _CONFIG["properties"]["limits"], settings.Limits, set()),
     ("config.shutdown", _CONFIG["properties"]["shutdown"], settings.Shutdown, set()),
+    ("config.tracing", _CONFIG["properties"]["tracing"], settings.Tracing, set()),
     (
         "config.clients[].tokens[]",
         _CLIENT["properties"]["tokens"]["items"]["oneOf"][1],

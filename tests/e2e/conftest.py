@@ -149,6 +149,7 @@ def start_gateway(
     *,
     config_file: Path | None = None,
     extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Gateway:
     """The real gateway on free ports (or on the ports of ``config_file``, a config written by the test)."""
     if config_file is None:
@@ -162,7 +163,7 @@ def start_gateway(
         config = yaml.safe_load(config_file.read_text())
     port, admin_port = config["listen"]["port"], config["admin"]["port"]
     log_path = tmp / "gateway.log"
-    env = {**os.environ, "E2E_KEY_PUSH": KEY_PUSH, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "E2E_KEY_PUSH": KEY_PUSH, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), *(extra_args or [])],

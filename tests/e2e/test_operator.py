@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,10 @@ from tests.e2e.conftest import TOKEN_CI, TOKEN_READER, Gateway, running_gateway
 
 
 def test_idle_keep_alive_timeout_is_a_setting(tmp_path: Path, standin_server: StandinServer) -> None:
-    with running_gateway(
-        tmp_path, standin_server, lambda c: c["listen"].update(keep_alive_timeout=0.5)
-    ) as gw, gw.connect() as sock:
+    with (
+        running_gateway(tmp_path, standin_server, lambda c: c["listen"].update(keep_alive_timeout=0.5)) as gw,
+        gw.connect() as sock,
+    ):
         sock.settimeout(5)
         sock.sendall(
             f"GET /api/management/feeds/list HTTP/1.1\r\nHost: gw\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n".encode()

@@ -4,6 +4,8 @@ from base64 import b64encode
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.canonical import Route, Target
 from gateway.credentials import Credentials
@@ -275,3 +277,33 @@ def test_header_table_parse() -> None:
     table = HeaderTable.parse(["A_B", "c*"])
     assert table == HeaderTable(frozenset({b"a-b"}), (b"c",))
     assert table.matches(b"A-b") and table.matches(b"cookie-x") and not table.matches(b"ab")
+
+
+TRACE_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+
+
+@given(
+    parent=TRACE_VALUE,
+    state=TRACE_VALUE,
+    repeated=st.sampled_from([None, b"traceparent", b"tracestate"]),
+    peer=st.sampled_from(["192.0.2.7", "10.1.2.3"]),
+)
+def test_client_trace_context_passes_only_from_trusted_proxies(
+    parent: str, state: str, repeated: bytes | None, peer: str
+) -> None:
+    """Untrusted: never forwarded. Trusted, tracing off: passed through as sent, unless a header came
+    twice (no context then). Tracing on: only the gateway's own context, whoever sent what."""
+    config = trusted_config()
+    headers = [(b"host", b"gw"), (b"traceparent", parent.encode()), (b"tracestate", state.encode())]
+    headers += [(repeated, b"x")] if repeated else []
+    t = Target("/api/x", b"", Route.OTHER, None, None, None)
+    view = client_view(peer, "http", HEAD, headers, config)
+    sent = rewrite_request("GET", t, headers, HEAD, Credentials(), KEY, view, config, "rid").headers
+    traced = [(n, v) for n, v in sent if n in ("traceparent", "tracestate")]
+    if peer.startswith("10.") and repeated is None:
+        assert traced == [("traceparent", parent), ("tracestate", state)]
+    else:
+        assert traced == []
+    ours = [("traceparent", "00-" + "a" * 32 + "-" + "b" * 16 + "-01")]
+    on = rewrite_request("GET", t, headers, HEAD, Credentials(), KEY, view, config, "rid", ours).headers
+    assert [(n, v) for n, v in on if n in ("traceparent", "tracestate")] == ours

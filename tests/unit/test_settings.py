@@ -175,3 +175,22 @@ def test_strip_request_headers_are_validated_all_at_once() -> None:
     ]
     ok = build_config({**GOOD, "strip_request_headers": ["X-Corp-User", "x_site_*"]}, env=ENV)
     assert ok.settings.strip_request_headers == ("X-Corp-User", "x_site_*")
+
+
+def test_tracing_must_say_where_spans_go_and_carries_no_credential() -> None:
+    from gateway.settings import tracing_wanted
+
+    assert problems({**GOOD, "tracing": {"sample_ratio": 0.5}}) == [
+        "tracing.otlp_endpoint: required (or set OTEL_EXPORTER_OTLP_ENDPOINT): where spans are sent"
+    ]
+    assert build_config({**GOOD, "tracing": {}}, env={**ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
+    assert problems({**GOOD, "tracing": {"otlp_endpoint": "http://u:secret@c:4318", "sample_ratio": 2}}) == [
+        "tracing.otlp_endpoint: must not carry credentials; use OTEL_EXPORTER_OTLP_HEADERS",
+        "tracing.sample_ratio: must be at most 1",
+    ]
+    plain = build_config(GOOD, env=ENV).settings
+    traced = build_config({**GOOD, "tracing": {"otlp_endpoint": "http://c:4318/"}}, env=ENV).settings
+    assert traced.tracing is not None and traced.tracing.otlp_endpoint == "http://c:4318"
+    assert (tracing_wanted(plain, {}), tracing_wanted(traced, {})) == (False, True)
+    assert tracing_wanted(plain, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert not tracing_wanted(traced, {"OTEL_SDK_DISABLED": "true"})

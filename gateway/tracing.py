@@ -1,0 +1,180 @@
+"""Optional OpenTelemetry traces: a server span per request with ``identify``, ``decide`` and ``upstream``.
+
+Off by default. It is on when the config has a ``tracing`` section or the standard
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_SDK_DISABLED``
+is not ``true``); what the section leaves out (exporter headers, timeout, sampler, resource) comes from
+the other ``OTEL_*`` variables, read by the SDK itself. Off, the pipeline's only cost is a ``None``
+check per stage: nothing here runs, and the client's trace headers are removed as always.
+
+Trace context: a client's ``traceparent``/``tracestate`` are continued only from ``trusted_proxies``;
+anyone else starts a new trace (and its headers are never forwarded). ProGet receives the ``traceparent``
+of the gateway's ``upstream`` span, so its own traces, if any, hang under ours.
+
+Nothing secret can reach a span, by construction: every attribute is taken from the audit line's
+fields *after* the one redactor (:func:`gateway.audit.event`), spans are ended in the request's
+``finally`` when those fields are final, and exceptions are never recorded (a message may hold a
+value the client sent). Names, codes and numbers only: client, rule, key *name*, reason, status.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway import __version__
+from gateway.rewrite import trace_context
+from gateway.settings import Config, Tracing
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+# audit field → span attribute, per span (OpenTelemetry's names where one exists)
+_ROOT = {
+    "request_id": "proget_gateway.request_id",
+    "method": "http.request.method",
+    "path": "url.path",
+    "status": "http.response.status_code",
+    "peer": "client.address",
+    "decision": "proget_gateway.decision",
+    "reason": "proget_gateway.reason",
+    "client": "proget_gateway.client",
+    "native_method": "proget_gateway.native_method",
+    "config_generation": "proget_gateway.config_generation",
+}
+_STAGES = {
+    "identify": {
+        "client": "proget_gateway.client",
+        "credential_source": "proget_gateway.credential_source",
+        "token_label": "proget_gateway.token_label",
+        "sub": "proget_gateway.jwt.sub",
+        "issuer": "proget_gateway.jwt.issuer",
+    },
+    "decide": {"client": "proget_gateway.client", "rule": "proget_gateway.rule", "key": "proget_gateway.key"},
+    "upstream": {
+        "method": "http.request.method",
+        "key": "proget_gateway.key",
+        "status": "http.response.status_code",
+        "bytes_in": "http.request.body.size",
+        "bytes_out": "http.response.body.size",
+        "limit": "proget_gateway.limit",
+    },
+}
+
+
+class Tracer:
+    """The process's tracer provider and exporter; :meth:`begin` starts one request's trace."""
+
+    def __init__(self, config: Config, exporter: SpanExporter | None = None) -> None:
+        settings = config.settings.tracing or Tracing()
+        ratio = settings.sample_ratio
+        if ratio is None and not os.environ.get("OTEL_TRACES_SAMPLER"):
+            ratio = 1.0  # else the SDK reads OTEL_TRACES_SAMPLER / _ARG
+        sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
+        named = config.settings.tracing is not None or not os.environ.get("OTEL_SERVICE_NAME")
+        resource = Resource.create(
+            {"service.version": __version__} | ({"service.name": settings.service_name} if named else {})
+        )
+        self._provider = TracerProvider(resource=resource, sampler=sampler)
+        endpoint = f"{settings.otlp_endpoint}/v1/traces" if settings.otlp_endpoint else None
+        self._provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=endpoint)))
+        self._tracer = self._provider.get_tracer("proget-gateway", __version__)
+
+    def begin(self, method: str, headers: list[tuple[bytes, bytes]], trusted: bool) -> RequestTrace:
+        """The request's server span: continuing a trusted proxy's trace context, else a new trace."""
+        parent = _PROPAGATOR.extract(dict(trace_context(headers))) if trusted else Context()
+        root = self._tracer.start_span(
+            method, parent, SpanKind.SERVER, record_exception=False, set_status_on_exception=False
+        )
+        return RequestTrace(self._tracer, root)
+
+    def shutdown(self) -> None:
+        """Export what is still queued (bounded by the exporter's timeout) and stop."""
+        self._provider.shutdown()
+
+
+@dataclass(slots=True)
+class _Mark:
+    name: str
+    start_ns: int
+
+
+class RequestTrace:
+    """One request's spans. Stages are marked as the pipeline enters them; ``identify`` and ``decide``
+    are written when the request ends (with explicit times), ``upstream`` is started live because
+    ProGet must receive its ``traceparent``. All attributes are set in :meth:`finish`."""
+
+    __slots__ = ("_marks", "_root", "_tracer", "_upstream")
+
+    def __init__(self, tracer: trace.Tracer, root: Span) -> None:
+        self._tracer, self._root = tracer, root
+        self._marks: list[_Mark] = []
+        self._upstream: Span | None = None
+
+    def stage(self, name: str) -> None:
+        self._marks.append(_Mark(name, time.time_ns()))
+
+    def upstream(self) -> list[tuple[str, str]]:
+        """Start the ``upstream`` span; the headers that carry its context to ProGet."""
+        self.stage("upstream")
+        self._upstream = self._tracer.start_span(
+            "upstream",
+            trace.set_span_in_context(self._root),
+            SpanKind.CLIENT,
+            start_time=self._marks[-1].start_ns,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, trace.set_span_in_context(self._upstream))
+        return list(carrier.items())
+
+    def event(self, name: str) -> None:
+        """A moment inside the upstream span (``admitted``: the limits let it through)."""
+        if self._upstream is not None:
+            self._upstream.add_event(name)
+
+    def finish(self, fields: Mapping[str, object]) -> None:
+        """End every span with attributes from the audit line's redacted ``fields``."""
+        end = time.time_ns()
+        failed = fields.get("decision") == "error"
+        parent = trace.set_span_in_context(self._root)
+        for i, mark in enumerate(self._marks):
+            last = i == len(self._marks) - 1
+            stop = end if last else self._marks[i + 1].start_ns
+            span = self._upstream if mark.name == "upstream" and self._upstream is not None else None
+            if span is None:
+                span = self._tracer.start_span(
+                    mark.name, parent, start_time=mark.start_ns, record_exception=False,
+                    set_status_on_exception=False,
+                )  # fmt: skip
+            _describe(span, fields, _STAGES.get(mark.name, {}), failed and last)
+            if last:
+                _set(span, "proget_gateway.reason", fields.get("reason"))
+            span.end(end_time=stop)
+        _describe(self._root, fields, _ROOT, failed)
+        self._root.end(end_time=end)
+
+
+def _describe(span: Span, fields: Mapping[str, object], names: Mapping[str, str], failed: bool) -> None:
+    if not span.is_recording():
+        return
+    for field, attribute in names.items():
+        _set(span, attribute, fields.get(field))
+    if failed:
+        span.set_status(Status(StatusCode.ERROR, str(fields.get("reason", ""))))
+
+
+def _set(span: Span, attribute: str, value: object) -> None:
+    if isinstance(value, str | int | float | bool) and value != "":
+        span.set_attribute(attribute, value)
