@@ -88,6 +88,18 @@ CASES: dict[str, tuple[dict[str, str], dict[str, str], str, dict[str, str]]] = {
         "15m",
         {**WARN, "job": JOB, "result": "failure"},
     ),
+    "ProgetGatewayTokenExpiring": (
+        {f'proget_gateway_token_expiry_seconds{{{SEL},instance="a",client="ci"}}': "1000000-600x120"},
+        {f'proget_gateway_token_expiry_seconds{{{SEL},instance="a",client="ci"}}': "5000000-60x120"},
+        "100m",
+        {**WARN, "job": JOB, "client": "ci"},
+    ),
+    "ProgetGatewayKeyExpiring": (
+        {f'proget_gateway_key_expiry_seconds{{{SEL},instance="a",key="read"}}': "-5x120"},
+        {f'proget_gateway_key_expiry_seconds{{{SEL},instance="a",key="read"}}': "2000000x120"},
+        "100m",
+        {**WARN, "job": JOB, "key": "read"},
+    ),
     "ProgetUpstreamComponentUnhealthy": (
         {f'proget_upstream_health{{{SEL},component="service"}}': "0x20"},
         {f'proget_upstream_health{{{SEL},component="service"}}': "1x20"},
