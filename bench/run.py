@@ -161,7 +161,13 @@ def make_jwt() -> Jwt:
 
 
 def gateway_config(
-    tmp: Path, upstream: int, port: int, jwks: dict[str, Any], clients: int = 2, rules: int = 1
+    tmp: Path,
+    upstream: int,
+    port: int,
+    jwks: dict[str, Any],
+    clients: int = 2,
+    rules: int = 1,
+    tracing: dict[str, Any] | None = None,
 ) -> Path:
     """The bench client (token), a JWT client, and ``clients - 2`` others with ``rules`` rules each."""
     jwks_file = tmp / "jwks.json"
@@ -193,6 +199,8 @@ def gateway_config(
         "limits": {"max_rewrite_body_bytes": 2 * 1024 * 1024},
         "shutdown": {"drain_delay": 0, "timeout": 2},
     }
+    if tracing is not None:
+        config["tracing"] = tracing
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -371,8 +379,8 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         f"wrk -t1 -c32 -d{s}s GET /api/small (a {len(upstream_body(tmp))}-byte config; 228-byte JSON answer)"
     )
 
-    def gw(port: int, clients: int = 2, rules: int = 1) -> list[str]:
-        config = gateway_config(tmp, up_port, port, creds.jwks, clients, rules)
+    def gw(port: int, clients: int = 2, rules: int = 1, tracing: dict[str, Any] | None = None) -> list[str]:
+        config = gateway_config(tmp, up_port, port, creds.jwks, clients, rules, tracing)
         return [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
 
     def relay(port: int) -> list[str]:
@@ -423,8 +431,9 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
                 if name == "proget-gateway":
                     row("proget-gateway (JWT)", results["proget-gateway (JWT)"], " — | — | — |")
         curves(tmp, log, s, candidates["bare relay (uvicorn+aiohttp)"], gw)
+        traced = tracing_cost(log, s, gw)
         drift = None if args.quick else drift_run(log, gw, big)
-    ratios(results, transfer, drift)
+    ratios(results, transfer, drift, traced)
     return 0
 
 
@@ -455,6 +464,29 @@ def curves(
             row(f"gateway, 1 MiB JSON, c={conns}", r, f" {r.rps * 1.048576:,.0f} MB/s |")
 
 
+def tracing_cost(log: Path, s: float, gw: Callable[..., list[str]]) -> tuple[Load, Load]:
+    """The same gateway without and with OpenTelemetry traces at sample ratio 1.0, exporting over
+    OTLP/HTTP to a sink on the load core (so the proxy core pays for spans and export, not the sink)."""
+    header("Tracing: off, and on at sample ratio 1.0 (OTLP/HTTP to a local sink)")
+    sink_port = free_port()
+    sink = pinned(LOAD_CORE, [sys.executable, "bench/otlp_sink.py", "--port", str(sink_port)])
+    out: list[Load] = []
+    with process(sink, sink_port, log):
+        for name, tracing in (
+            ("gateway, tracing off", None),
+            (
+                "gateway, tracing on (ratio 1.0)",
+                {"otlp_endpoint": f"http://127.0.0.1:{sink_port}", "sample_ratio": 1.0},
+            ),
+        ):
+            port = free_port()
+            with process(pinned(PROXY_CORE, gw(port, tracing=tracing)), port, log) as proc:
+                warm(port, BEARER)
+                out.append(load(proc.pid, port, s, BEARER))
+                row(name, out[-1])
+    return out[0], out[1]
+
+
 def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float, float, int, float]:
     """One download and one upload of ``big``, then 60 s in six 10 s rounds: req/s of the first and
     last round, requests served, peak RSS over all of it."""
@@ -475,6 +507,7 @@ def ratios(
     results: dict[str, Load],
     transfer: dict[str, tuple[float, float, float]],
     drift: tuple[float, float, int, float] | None,
+    traced: tuple[Load, Load],
 ) -> None:
     gw, relay, nginx = (
         results["proget-gateway"],
@@ -490,6 +523,13 @@ def ratios(
         ("JWT client ÷ token client, req/s (target ≥ 0.9)", f"{jwt_.rps / gw.rps:.2f}"),
         ("gateway CPU µs/req; relay; nginx", f"{gw.cpu_us:.0f}; {relay.cpu_us:.0f}; {nginx.cpu_us:.0f}"),
     ]
+    off, on = traced
+    lines.append(
+        (
+            "tracing on (ratio 1.0) ÷ off, req/s; CPU µs/req added",
+            f"{on.rps / off.rps:.2f}; {on.cpu_us - off.cpu_us:+.0f}",
+        )
+    )
     if "proget-gateway" in transfer:
         g, n = transfer["proget-gateway"], transfer["nginx proxy_pass"]
         lines += [

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -147,34 +148,37 @@ class RequestTrace:
     def finish(self, fields: Mapping[str, object]) -> None:
         """End every span with attributes from the audit line's redacted ``fields``."""
         end = time.time_ns()
+        if not self._root.is_recording():  # sampled out: children were never recorded either
+            return
         failed = fields.get("decision") == "error"
         parent = trace.set_span_in_context(self._root)
         for i, mark in enumerate(self._marks):
             last = i == len(self._marks) - 1
-            stop = end if last else self._marks[i + 1].start_ns
-            span = self._upstream if mark.name == "upstream" and self._upstream is not None else None
+            attributes = _attributes(fields, _STAGES.get(mark.name, {}), with_reason=last)
+            span = self._upstream if mark.name == "upstream" else None
             if span is None:
                 span = self._tracer.start_span(
-                    mark.name, parent, start_time=mark.start_ns, record_exception=False,
-                    set_status_on_exception=False,
+                    mark.name, parent, attributes=attributes, start_time=mark.start_ns,
+                    record_exception=False, set_status_on_exception=False,
                 )  # fmt: skip
-            _describe(span, fields, _STAGES.get(mark.name, {}), failed and last)
-            if last:
-                _set(span, "proget_gateway.reason", fields.get("reason"))
-            span.end(end_time=stop)
-        _describe(self._root, fields, _ROOT, failed)
+            else:
+                span.set_attributes(attributes)
+            if failed and last:
+                span.set_status(Status(StatusCode.ERROR, str(fields.get("reason", ""))))
+            span.end(end_time=end if last else self._marks[i + 1].start_ns)
+        self._root.set_attributes(_attributes(fields, _ROOT, with_reason=False))
+        if failed:
+            self._root.set_status(Status(StatusCode.ERROR, str(fields.get("reason", ""))))
         self._root.end(end_time=end)
 
 
-def _describe(span: Span, fields: Mapping[str, object], names: Mapping[str, str], failed: bool) -> None:
-    if not span.is_recording():
-        return
-    for field, attribute in names.items():
-        _set(span, attribute, fields.get(field))
-    if failed:
-        span.set_status(Status(StatusCode.ERROR, str(fields.get("reason", ""))))
-
-
-def _set(span: Span, attribute: str, value: object) -> None:
-    if isinstance(value, str | int | float | bool) and value != "":
-        span.set_attribute(attribute, value)
+def _attributes(
+    fields: Mapping[str, object], names: Mapping[str, str], *, with_reason: bool
+) -> dict[str, Any]:
+    """The span's attributes: the named audit fields that have a value (strings, numbers); the stage a
+    request ended in also carries the reason."""
+    out = {a: v for f, a in names.items() if isinstance(v := fields.get(f), str | int | float) and v != ""}
+    reason = fields.get("reason")
+    if with_reason and isinstance(reason, str) and reason:
+        out["proget_gateway.reason"] = reason
+    return out
