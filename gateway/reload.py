@@ -6,8 +6,9 @@ A request reads the runtime once when it starts (``pipeline._stages``), so it fi
 it started with and the next request sees the new one. What holds state across requests follows the
 new config without losing it: rate-limit buckets and the upstream queue are kept when their backend
 is unchanged (their per-client limits are re-read), the upstream connection pool is kept when the
-upstream settings are equal, and the JWT verifier (its key sets and cached verifications) is
-rebuilt when any workload-identity setting changed.
+upstream settings are equal, and when a jwt client changed the JWT verifier is rebuilt, keeping the
+key sets and cached verifications of every issuer whose clients did not change
+(``JwtVerifier.inherit``) and dropping those of the issuers that did.
 
 An invalid new config changes nothing: one log line lists every problem in ``check``'s words (they
 never include a secret), ``proget_gateway_config_reloads_total{result="failure"}`` counts it, and the
@@ -87,6 +88,8 @@ class Reloader:
         jwt, retired_jwt = runtime.jwt, None
         if _identity_settings(new) != _identity_settings(old):
             jwt, retired_jwt = JwtVerifier(new), runtime.jwt
+            if retired_jwt is not None:
+                jwt.inherit(retired_jwt)  # what belongs to unchanged issuers stays cached
             await jwt.start()
         admission, retired_admission = runtime.admission, None
         if admission is None or not admission.follow(new):
