@@ -19,6 +19,7 @@ value the client sent). Names, codes and numbers only: client, rule, key *name*,
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from gateway.rewrite import trace_context
 from gateway.settings import Config, Tracing
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+FLUSH_AT_EXIT_S = 2.0
 
 # audit field → span attribute, per span (OpenTelemetry's names where one exists)
 _ROOT = {
@@ -86,7 +88,7 @@ class Tracer:
         resource = Resource.create(
             {"service.version": __version__} | ({"service.name": settings.service_name} if named else {})
         )
-        self._provider = TracerProvider(resource=resource, sampler=sampler)
+        self._provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
         endpoint = f"{settings.otlp_endpoint}/v1/traces" if settings.otlp_endpoint else None
         self._provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter(endpoint=endpoint)))
         self._tracer = self._provider.get_tracer("proget-gateway", __version__)
@@ -100,8 +102,11 @@ class Tracer:
         return RequestTrace(self._tracer, root)
 
     def shutdown(self) -> None:
-        """Export what is still queued (bounded by the exporter's timeout) and stop."""
-        self._provider.shutdown()
+        """Export what is still queued, for at most :data:`FLUSH_AT_EXIT_S`, and stop: a collector that
+        is down must not hold the process past its shutdown (the SDK's own bound is 30 s)."""
+        stopping = threading.Thread(target=self._provider.shutdown, name="otel-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(FLUSH_AT_EXIT_S)  # still retrying then: the daemon thread ends with the process
 
 
 @dataclass(slots=True)

@@ -4,6 +4,8 @@ is in any exported byte."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ import httpx
 import pytest
 
 from gateway.standin import StandinServer
+from gateway.tracing import FLUSH_AT_EXIT_S
 from tests.e2e.conftest import KEY_NATIVE, KEY_PUSH, KEY_READ, TOKEN_CI, Gateway, running_gateway
 from tests.otlp_receiver import OtlpReceiver, Span
+from tests.processes import free_port
 
 SERVER, CLIENT = 2, 3  # OTLP SpanKind values
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -165,3 +169,32 @@ def test_with_tracing_off_no_client_trace_context_reaches_proget(gateway: Gatewa
     assert response.status_code == 200
     (rec,) = gateway.standin.requests
     assert (rec.header("traceparent"), rec.header("tracestate")) == ([], [])
+
+
+def test_spans_still_queued_are_exported_at_shutdown(
+    tmp_path: Path, standin_server: StandinServer, receiver: OtlpReceiver
+) -> None:
+    """The SDK's default 5 s export delay: a request just before SIGTERM is flushed on the way out."""
+    with running_gateway(tmp_path, standin_server, _traced(receiver, False)) as gw:
+        response = _get(gw, "/api/management/feeds/list", **{"X-ApiKey": TOKEN_CI})
+        gw.process.send_signal(signal.SIGTERM)
+        assert gw.process.wait(timeout=10) == 0
+    assert len(_tree(receiver.trace_of(response.headers["x-request-id"], timeout=1))[1]) == 3
+
+
+def test_a_dead_collector_neither_fails_requests_nor_holds_the_exit(
+    tmp_path: Path, standin_server: StandinServer
+) -> None:
+    def dead(config: dict[str, Any]) -> None:
+        config["tracing"] = {"otlp_endpoint": f"http://127.0.0.1:{free_port()}"}
+
+    with running_gateway(tmp_path, standin_server, dead, env=FAST_EXPORT) as gw:
+        for _ in range(20):
+            assert _get(gw, "/api/management/feeds/list", **{"X-ApiKey": TOKEN_CI}).status_code == 200
+        time.sleep(0.5)  # the exporter is retrying now
+        started = time.monotonic()
+        gw.process.send_signal(signal.SIGTERM)
+        assert gw.process.wait(timeout=15) == 0
+        took = time.monotonic() - started
+    # drain_delay 0 + nothing in flight + at most FLUSH_AT_EXIT_S for the exporter, plus start-up slack
+    assert took < FLUSH_AT_EXIT_S + 1.5, f"exited {took:.1f} s after SIGTERM"
