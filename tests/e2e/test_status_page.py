@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.e2e.conftest import KEY_NATIVE, KEY_PUSH, KEY_READ, TOKEN_CI, Gateway
@@ -61,7 +61,17 @@ def _submit(browser: webdriver.Chrome) -> str:
     """Submit the explain form and read the result off the page that replaces this one."""
     button = browser.find_element(By.ID, "explain-submit")
     button.click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(button))
+
+    def replaced(_: webdriver.Chrome) -> bool:
+        """The old page is gone. Chromium says so with a stale reference, or mid-navigation with "Node
+        with given id does not belong to the document" (a plain WebDriverException)."""
+        try:
+            button.is_enabled()
+        except WebDriverException:  # StaleElementReferenceException is one too
+            return True
+        return False
+
+    WebDriverWait(browser, 10).until(replaced)
     result: str = WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "explain-result")).text
     return result
 
