@@ -53,6 +53,7 @@ class Flow:
     response_done: bool = False
     client_gone: bool = False
     duration_s: float = 0.0
+    upstream_s: float | None = None  # request sent → ProGet's response head (gateway/forward.py)
     error: GatewayError | None = None
     limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
     release: Callable[[], None] | None = None  # gives back what gateway.bodies held for this request

@@ -8,6 +8,8 @@ connection: the client sees a broken stream, never a truncated body that looks c
 
 from __future__ import annotations
 
+import time
+
 from gateway.audit import Flow
 from gateway.bodies import cancel_on_disconnect, stream_body
 from gateway.framing import Head
@@ -33,9 +35,11 @@ async def forward(
 ) -> None:
     """Relay one exchange; raises our errors (before or after the response started)."""
     streamed = request.body is None and head.has_body
+    sent = time.perf_counter()
     response = await upstream.open(
         request, stream_body(receive, flow, head.content_length) if streamed else None
     )
+    flow.upstream_s = time.perf_counter() - sent
     if request.body is not None:
         flow.bytes_in = len(request.body)  # the inspected body as relayed (credential stripped)
     try:

@@ -28,6 +28,13 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
+UPSTREAM_RESPONSE = Histogram(
+    "proget_gateway_upstream_response_seconds",
+    "Time ProGet took to answer: from sending the request (the whole upload, for a streamed body) to its "
+    "response head. Separates ProGet's time from the gateway's and the client's.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
 UPSTREAM_ERRORS = Counter(
     "proget_gateway_upstream_errors", "Failures talking to ProGet, by code.", ["code"], registry=REGISTRY
 )
@@ -135,6 +142,8 @@ def observe(flow: Flow) -> None:
     requests, latency = _bound(flow.client or "-", flow.decision, flow.code, status_class)
     requests.inc()
     latency.observe(flow.duration_s)
+    if flow.upstream_s is not None:
+        UPSTREAM_RESPONSE.observe(flow.upstream_s)
     if flow.error is not None:
         if isinstance(flow.error, Throttled):
             pass  # counted by gateway.admission, with the client, where shadow refusals are counted too
