@@ -101,6 +101,10 @@ class Tracer:
         )
         return RequestTrace(self._tracer, root)
 
+    def flush(self) -> None:
+        """Export what is queued now (the batch processor otherwise waits up to 5 s)."""
+        self._provider.force_flush()
+
     def shutdown(self) -> None:
         """Export what is still queued, for at most :data:`FLUSH_AT_EXIT_S`, and stop: a collector that
         is down must not hold the process past its shutdown (the SDK's own bound is 30 s)."""
