@@ -453,10 +453,22 @@ def test_render_refuses_configs_that_could_not_start(
     assert complaint in done.stderr
 
 
-@pytest.mark.parametrize("values", [CENTRAL, SIDECAR], ids=["central", "sidecar"])
-def test_rendered_gateway_config_passes_check(helm: Helm, values: Path, tmp_path: Path) -> None:
+TRACED = {
+    "config": {"tracing": {"otlp_endpoint": "http://otel-collector.observability:4318", "sample_ratio": 0.05}}
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "overrides"),
+    [(CENTRAL, {}), (SIDECAR, {}), (CENTRAL, TRACED)],
+    ids=["central", "sidecar", "central-traced"],
+)
+def test_rendered_gateway_config_passes_check(
+    helm: Helm, values: Path, overrides: Doc, tmp_path: Path
+) -> None:
     """`proget-gateway check` accepts the ConfigMap's config, with its key files where the pod has them."""
-    config = gateway_config(helm.render(CHART, [values]))
+    config = gateway_config(helm.render(CHART, [values], overrides))
+    assert config.get("tracing") == overrides.get("config", {}).get("tracing")
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     for name, source in config["keys"].items():
