@@ -13,6 +13,7 @@ carries (query values elided) and pass the one redactor first. Nothing on it is 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from gateway import __version__
 from gateway.audit import Flow
 from gateway.explain import explain_as
 from gateway.redact import redact
-from gateway.settings import HTTP_METHODS, Config
+from gateway.settings import HTTP_METHODS, Config, tracing_wanted
 
 WINDOW_MINUTES = 15
 _MAX_SHOWN_PATH = 200
@@ -132,10 +133,24 @@ def _facts(config: Config, upstream: Upstream) -> str:
         ("config", config.source + (f" (generation {generation})" if generation is not None else "")),
         ("upstream", config.settings.upstream.url),
         ("ProGet answers HTTP", "yes" if upstream.answering else "no"),
+        ("traces", _traces(config)),
     ]
     rows += [(f"ProGet {name}", "OK" if ok else "not OK") for name, ok in sorted(upstream.components.items())]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<section id="facts"><h2>Gateway</h2><table>{body}</table></section>'
+
+
+def _traces(config: Config) -> str:
+    """Whether spans are exported and where (the configured endpoint carries no credential; one from
+    the environment is not shown)."""
+    if not tracing_wanted(config.settings, os.environ):
+        return "off"
+    tracing = config.settings.tracing
+    where = tracing.otlp_endpoint if tracing is not None and tracing.otlp_endpoint else "OTEL_* variables"
+    ratio: object = tracing.sample_ratio if tracing is not None else None
+    if ratio is None:
+        ratio = "from OTEL_TRACES_SAMPLER" if os.environ.get("OTEL_TRACES_SAMPLER") else 1.0
+    return f"on: OTLP/HTTP to {where}, sample ratio {ratio}"
 
 
 def _clients(recent: Recent) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.audit import Flow
 from gateway.errors import NativeMethodNotAllowed, TokenUnknown, UpstreamTimeout
 from gateway.needles import Needles
-from gateway.settings import build_config, token_hash
+from gateway.settings import Tracing, build_config, token_hash
 from gateway.status import WINDOW_MINUTES, ExplainForm, Recent, Upstream, parse_form, render
 
 TOKEN = "pgw_" + "t" * 40
@@ -79,3 +82,21 @@ def test_a_reloaded_size_keeps_the_latest_refusals() -> None:
     recent.resize(10)
     recent.record(_flow("ci", "/api/5", TokenUnknown()))
     assert len(recent.refusals) == 3
+
+
+def test_the_page_says_whether_traces_are_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    up = Upstream(True, {})
+    assert "<th>traces</th><td>off</td>" in render(CONFIG, Recent(10), up, None)
+    traced = replace(
+        CONFIG,
+        settings=CONFIG.settings.model_copy(
+            update={"tracing": Tracing(otlp_endpoint="http://collector:4318", sample_ratio=0.05)}
+        ),
+    )
+    page = render(traced, Recent(10), up, None)
+    assert "on: OTLP/HTTP to http://collector:4318, sample ratio 0.05" in page
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:secret@elsewhere:4318")
+    page = render(CONFIG, Recent(10), up, None)
+    assert "on: OTLP/HTTP to OTEL_* variables, sample ratio 1.0" in page and "secret" not in page
