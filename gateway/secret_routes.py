@@ -7,13 +7,14 @@ never reaches these routes: only a rule whose ``paths`` spell the route out (``/
 ``/api/api-keys/create``) does, and ``proget-gateway check`` warns about every such rule. ``/v2/_auth``
 is never relayed at all: clients only ever see the gateway's Basic challenge, never ProGet's Bearer one.
 
-A path is compared in its most generous reading (every escape decoded, ``\\`` as ``/``, trailing dots
-and spaces dropped, NFKC and case folded), so no spelling a server might route to a secret route
+A path is compared in its most generous reading (every escape decoded, NFKC, ``\\`` as ``/``, trailing
+dots and spaces dropped, case folded), so no spelling a server might route to a secret route
 escapes the list. Source: ``proget-facts.md``, "ProGet responses that contain secrets".
 """
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -49,10 +50,23 @@ SECRET_ROUTES: tuple[SecretRoute, ...] = (
 )
 
 
+# By first segment, and how many leading segments any route looks at: every request's path is checked,
+# so only the few routes that share its first segment are compared, and only as many segments as the
+# longest prefix are decoded and folded (the linear scan over all routes was 5 % of a request's CPU).
+_BY_FIRST: dict[str | None, tuple[SecretRoute, ...]] = {
+    first: tuple(r for r in SECRET_ROUTES if r.prefix[0] == first)
+    for first in {r.prefix[0] for r in SECRET_ROUTES}
+}
+_LONGEST = max(len(r.prefix) for r in SECRET_ROUTES)
+
+
 def secret_route(path: str) -> SecretRoute | None:
     """The secret-bearing route ``path`` reaches in any reading, or None."""
-    segments = _generous_segments(path)
-    return next((r for r in SECRET_ROUTES if _starts_with(segments, r.prefix)), None)
+    segments = _generous_segments(path, _LONGEST)
+    if not segments:
+        return None
+    candidates = _BY_FIRST.get(segments[0], ())
+    return next((r for r in candidates if _starts_with(segments, r.prefix)), None)
 
 
 def names(glob: str, route: SecretRoute) -> bool:
@@ -88,9 +102,13 @@ def _names_segment(part: str, want: str | None) -> bool:
     return "*" not in part and part.casefold() == want
 
 
-def _generous_segments(path: str) -> list[str]:
-    decoded = unquote(path, errors="replace").replace("\\", "/")
-    return [_fold(s) for s in decoded.split("/") if s]
+def _generous_segments(path: str, limit: int) -> list[str]:
+    """The first ``limit`` non-empty segments of ``path``, decoded and folded. NFKC comes before the
+    split, so a compatibility form of a separator (full-width ``／``, small ``﹨``) separates too; a
+    segment that folds to nothing (``.``, ``. .``) is skipped like an empty one."""
+    decoded = unicodedata.normalize("NFKC", unquote(path, errors="replace")).replace("\\", "/")
+    folded = (_fold(s) for s in decoded.split("/"))
+    return list(itertools.islice((s for s in folded if s), limit))  # "." folds to "": read like "//"
 
 
 def _fold(segment: str) -> str:

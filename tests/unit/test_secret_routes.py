@@ -110,3 +110,31 @@ def test_ordinary_routes_are_not_secret_and_wide_rules_do_not_warn() -> None:
 def test_only_literal_globs_name_a_route(route: object) -> None:
     assert not names("/**", route)  # type: ignore[arg-type]
     assert not names("/api/**", route)  # type: ignore[arg-type]
+
+
+def _fullwidth(ch: str) -> str:
+    return chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch
+
+
+SPELLINGS = {
+    "upper": str.upper,
+    "percent": lambda ch: "".join(f"%{b:02X}" for b in ch.encode()),
+    "fullwidth": _fullwidth,  # NFKC folds ａ to a and ／ to /
+    "backslash": lambda ch: "\\" if ch == "/" else ch,
+    "as is": lambda ch: ch,
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    path=st.sampled_from(SECRET_PATHS),
+    picks=st.lists(st.sampled_from(sorted(SPELLINGS)), min_size=1, max_size=12),
+    dots=st.booleans(),
+)
+def test_every_spelling_of_a_secret_route_is_recognised(path: str, picks: list[str], dots: bool) -> None:
+    """Whatever mix of case, percent-escapes, full-width forms and backslashes spells the path (and
+    trailing dots on its segments), the generous reading finds the route; the leading ``/`` stays."""
+    spelled = "/" + "".join(SPELLINGS[picks[i % len(picks)]](ch) for i, ch in enumerate(path[1:]))
+    if dots:
+        spelled = spelled.replace("/", "./").replace("%2F", ".%2F")
+    assert secret_route(spelled) is not None, spelled
