@@ -119,7 +119,7 @@ def _fullwidth(ch: str) -> str:
 SPELLINGS = {
     "upper": str.upper,
     "percent": lambda ch: "".join(f"%{b:02X}" for b in ch.encode()),
-    "fullwidth": _fullwidth,  # NFKC folds ａ to a and ／ to /
+    "fullwidth": _fullwidth,  # NFKC folds U+FF41 to a and U+FF0F to /
     "backslash": lambda ch: "\\" if ch == "/" else ch,
     "as is": lambda ch: ch,
 }
