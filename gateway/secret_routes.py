@@ -104,8 +104,9 @@ def _names_segment(part: str, want: str | None) -> bool:
 
 def _generous_segments(path: str, limit: int) -> list[str]:
     """The first ``limit`` non-empty segments of ``path``, decoded and folded. NFKC comes before the
-    split, so a compatibility form of a separator (full-width U+FF0F, small reverse solidus U+FE68) separates too; a
-    segment that folds to nothing (``.``, ``. .``) is skipped like an empty one."""
+    split, so a compatibility form of a separator (full-width solidus U+FF0F, small reverse solidus
+    U+FE68) separates too; a segment that folds to nothing (``.``, ``. .``) is skipped like an empty
+    one."""
     decoded = unicodedata.normalize("NFKC", unquote(path, errors="replace")).replace("\\", "/")
     folded = (_fold(s) for s in decoded.split("/"))
     return list(itertools.islice((s for s in folded if s), limit))  # "." folds to "": read like "//"
