@@ -30,6 +30,7 @@ from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
 from gateway.reload import Reloader
 from gateway.responses import error_response_bytes
 from gateway.settings import Config, Limits
+from gateway.status import traces_summary
 
 
 class _HeadRefused(Exception):
@@ -353,7 +354,8 @@ async def serve(config: Config, *, watch: bool = True) -> None:
     if watch:
         spawn(reloader.watch(stop_watching))
     log.info(
-        "proget-gateway %s: proxy on %s, admin on %s, upstream %s; %d client(s), %d key(s); config %s%s",
+        "proget-gateway %s: proxy on %s, admin on %s, upstream %s; %d client(s), %d key(s); "
+        "config %s%s; traces %s",
         __version__,
         _where(sockets[0]),
         _where(sockets[1]),
@@ -362,6 +364,7 @@ async def serve(config: Config, *, watch: bool = True) -> None:
         len(s.keys),
         config.source,
         "" if watch else " (reload on SIGHUP only)",
+        traces_summary(config),
     )
     admin = loop.create_task(admin_server.serve(sockets=[sockets[1]]))
     await proxy_server.serve(sockets=[sockets[0]])

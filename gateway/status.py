@@ -133,14 +133,14 @@ def _facts(config: Config, upstream: Upstream) -> str:
         ("config", config.source + (f" (generation {generation})" if generation is not None else "")),
         ("upstream", config.settings.upstream.url),
         ("ProGet answers HTTP", "yes" if upstream.answering else "no"),
-        ("traces", _traces(config)),
+        ("traces", traces_summary(config)),
     ]
     rows += [(f"ProGet {name}", "OK" if ok else "not OK") for name, ok in sorted(upstream.components.items())]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<section id="facts"><h2>Gateway</h2><table>{body}</table></section>'
 
 
-def _traces(config: Config) -> str:
+def traces_summary(config: Config) -> str:
     """Whether spans are exported and where (the configured endpoint carries no credential; one from
     the environment is not shown)."""
     if not tracing_wanted(config.settings, os.environ):
