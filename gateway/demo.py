@@ -79,6 +79,7 @@ The upstream is a ProGet STAND-IN (not ProGet): its /__standin/echo shows what "
    DEMO_TOKEN={t} \\
      {_cli()} explain --config {demo_config_path()} --token-env DEMO_TOKEN PUT {gw}/nuget/internal/
 6. Metrics and health: curl -s {admin}/metrics | grep proget_gateway_requests ; curl -s {admin}/readyz
+7. The status page (health, refusals by client, an explain form): open {admin}/ in a browser.
 
 Audit lines (one JSON line per request) follow below. Press Ctrl-C to stop both.
 """
