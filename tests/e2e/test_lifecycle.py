@@ -145,6 +145,26 @@ def test_sighup_reloads_when_watching_is_off(tmp_path: Path, standin_server: Sta
         assert gw.process.poll() is None  # SIGHUP used to kill the process (exit 129)
 
 
+def test_socket_and_exporter_settings_wait_for_a_restart_the_rest_applies(live: Gateway) -> None:
+    """listen, admin (keep-alive included) and tracing keep their running values and are logged as
+    needing a restart; the same edit's new client is served at once."""
+    old_admin = live.admin_url
+
+    def edit(config: dict[str, Any]) -> None:
+        _add_newcomer(config)
+        config["admin"]["port"] = free_port()
+        config["listen"]["keep_alive_timeout"] = 30
+        config["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9"}
+
+    _rewrite(live.config_path, edit)
+    _until(lambda: _status(live, NEWCOMER) == 200, 5)
+    assert httpx.get(old_admin + "/readyz", timeout=5).status_code == 200  # still the old admin port
+    log = live.log_path.read_text()
+    for name in ("listen", "admin", "tracing"):
+        assert f"config reload: {name} changed; it needs a restart and is not applied" in log
+    assert "traces on" not in log and "OTLP/HTTP" not in log
+
+
 @pytest.fixture
 def draining(tmp_path: Path, standin_server: StandinServer) -> Iterator[Gateway]:
     def shutdown(config: dict[str, Any]) -> None:
