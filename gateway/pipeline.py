@@ -124,10 +124,10 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
             flow.release()
         flow.duration_s = time.perf_counter() - flow.started
         fields = audit.emit(flow)
-        if flow.trace is not None:
-            flow.trace.finish(fields)  # the audit line's redacted fields: nothing else reaches a span
         metrics.observe(flow)
         runtime.recent.record(flow)
+        if flow.trace is not None:
+            flow.trace.finish(fields)  # the audit line's redacted fields: nothing else reaches a span
 
 
 def _uncancel() -> None:

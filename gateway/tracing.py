@@ -18,6 +18,7 @@ value the client sent). Names, codes and numbers only: client, rule, key *name*,
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from gateway import __version__
 from gateway.rewrite import trace_context
 from gateway.settings import Config, Tracing
 
+log = logging.getLogger("proget_gateway.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
 FLUSH_AT_EXIT_S = 2.0
 
@@ -155,7 +157,15 @@ class RequestTrace:
             self._upstream.add_event(name)
 
     def finish(self, fields: Mapping[str, object]) -> None:
-        """End every span with attributes from the audit line's redacted ``fields``."""
+        """End every span with attributes from the audit line's redacted ``fields``. Traces are
+        diagnostics: a failure here is logged (without the exception's message) and the request's
+        outcome stands."""
+        try:
+            self._finish(fields)
+        except Exception as exc:  # never let the tracer fail a request
+            log.warning("tracing: could not record a request's spans (%s)", type(exc).__name__)
+
+    def _finish(self, fields: Mapping[str, object]) -> None:
         end = time.time_ns()
         if not self._root.is_recording():  # sampled out: children were never recorded either
             return

@@ -100,3 +100,16 @@ def test_no_form_of_a_presented_secret_reaches_a_span(secret: str, where: str, s
     text = _everything(spans)
     assert not flow.secrets.found_in(text.encode()), text
     assert secret not in text
+
+
+class _Broken(dict[str, object]):
+    def get(self, *_: object) -> object:  # type: ignore[override]
+        raise RuntimeError("secret-bearing message")
+
+
+def test_a_failure_while_recording_spans_is_logged_and_never_raised(caplog: Any) -> None:
+    trace = TRACER.begin("GET", [], trusted=False)
+    trace.stage("identify")
+    trace.finish(_Broken())  # must not raise into the request's finally block
+    assert "could not record a request's spans (RuntimeError)" in caplog.text
+    assert "secret-bearing" not in caplog.text
