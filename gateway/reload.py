@@ -34,7 +34,7 @@ import watchfiles
 from gateway import metrics
 from gateway.admission import Admission
 from gateway.pipeline import Runtime
-from gateway.settings import Config, ConfigError, load_config
+from gateway.settings import Config, ConfigError, in_folder, load_config
 from gateway.upstream import UpstreamClient
 from gateway.workload_identity import JwtVerifier
 
@@ -129,7 +129,7 @@ def watched_files(path: Path, config: Config) -> list[Path]:
     redis = settings.rate_limit.redis
     if redis is not None and redis.url_file is not None:
         files.append(redis.url_file)
-    return [f if f.is_absolute() else base / f for f in files]
+    return [in_folder(base, f) for f in files]
 
 
 def _concerning(files: set[str]) -> Callable[[watchfiles.Change, str], bool]:

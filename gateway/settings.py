@@ -569,7 +569,7 @@ def _resolve_key(name: str, source: KeySource, base: Path, env: Mapping[str, str
             return f"{where}.env: environment variable {source.env} is not set"
         value = env[source.env]
     elif source.file is not None:
-        path = source.file if source.file.is_absolute() else base / source.file
+        path = in_folder(base, source.file)
         try:
             value = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -760,7 +760,11 @@ def build_config(
     except ValidationError as exc:
         problems += _pydantic_problems(exc)
     problems += _cross_check(raw)
-    clients = _valid_clients(raw)
+    token_files = _read_token_files(_as_list(raw.get("clients")), base or Path.cwd())
+    problems += [p for p in token_files.values() if isinstance(p, str)]
+    files = {name: t for name, t in token_files.items() if not isinstance(t, str)}
+    # file tokens count as the client's own: one hash in two clients is refused wherever it is written
+    clients = [(i, _with_file_tokens(c, files)) for i, c in _valid_clients(raw)]
     problems += _duplicate_token_problems(clients)
     problems += _shadowed_jwt_problems(clients)
     raw_keys = _as_dict(raw.get("keys"))
@@ -772,18 +776,23 @@ def build_config(
     problems += [p for p in keys.values() if isinstance(p, str)]
     jwks_files = _read_jwks_files(_as_list(raw.get("clients")), base or Path.cwd())
     problems += [p for p in jwks_files.values() if isinstance(p, str)]
-    token_files = _read_token_files(_as_list(raw.get("clients")), base or Path.cwd())
-    problems += [p for p in token_files.values() if isinstance(p, str)]
     redis_url = _resolve_redis_url(raw, base or Path.cwd()) if resolve_keys else None
     problems += [redis_url] if isinstance(redis_url, str) else []
     problems += _tracing_problems(raw, os.environ if env is None else env)
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
-    settings = _with_file_tokens(settings, {n: t for n, t in token_files.items() if not isinstance(t, str)})
+    settings = settings.model_copy(
+        update={"clients": tuple(_with_file_tokens(c, files) for c in settings.clients)}
+    )
     resolved = {name: k for name, k in keys.items() if isinstance(k, UpstreamKey)}
     documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
     config = _freeze(settings, resolved, source, documents)
     return replace(config, redis_url=redis_url) if isinstance(redis_url, SecretStr) else config
+
+
+def in_folder(base: Path, path: Path) -> Path:
+    """A path from the config: relative ones are read from the config file's folder, not the cwd."""
+    return path if path.is_absolute() else base / path
 
 
 OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -835,7 +844,7 @@ def _resolve_redis_url(raw: dict[str, Any], base: Path) -> SecretStr | str | Non
         return None
     where = "rate_limit.redis"
     if redis.url_file is not None:
-        path = redis.url_file if redis.url_file.is_absolute() else base / redis.url_file
+        path = in_folder(base, redis.url_file)
         try:
             url = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -890,7 +899,7 @@ def _read_token_files(raw_clients: list[Any], base: Path) -> dict[str, TokenList
         file = client.get("tokens_file")
         if not isinstance(file, str):
             continue  # absent, or pass 1 reported it
-        where, path = f"clients[{i}].tokens_file", Path(file) if Path(file).is_absolute() else base / file
+        where, path = f"clients[{i}].tokens_file", in_folder(base, Path(file))
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
             out[str(client.get("name"))] = _TOKEN_LIST.validate_python(document or [])
@@ -904,14 +913,10 @@ def _read_token_files(raw_clients: list[Any], base: Path) -> dict[str, TokenList
     return out
 
 
-def _with_file_tokens(settings: Settings, files: Mapping[str, TokenList]) -> Settings:
-    if not files:
-        return settings
-    clients = tuple(
-        c.model_copy(update={"tokens": c.tokens + files[c.name]}) if c.name in files else c
-        for c in settings.clients
-    )
-    return settings.model_copy(update={"clients": clients})
+def _with_file_tokens(client: ClientSettings, files: Mapping[str, TokenList]) -> ClientSettings:
+    """The client with the entries of its ``tokens_file`` added to its ``tokens``."""
+    extra = files.get(client.name)
+    return client.model_copy(update={"tokens": client.tokens + extra}) if extra else client
 
 
 def _read_jwks_files(raw_clients: list[Any], base: Path) -> dict[str, dict[str, Any] | str]:
@@ -929,7 +934,7 @@ def _read_jwks_files(raw_clients: list[Any], base: Path) -> dict[str, dict[str, 
 
 
 def _read_jwks(where: str, file: Path, base: Path) -> dict[str, Any] | str:
-    path = file if file.is_absolute() else base / file
+    path = in_folder(base, file)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         pyjwt.PyJWKSet.from_dict(document)

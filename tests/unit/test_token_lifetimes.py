@@ -103,3 +103,30 @@ def test_check_warns_about_what_ends_within_two_weeks() -> None:
     assert warnings[0].startswith("client 'ci': token 'ci-old' expired at")
     assert warnings[1].startswith("key 'read' expires at")
     assert "(in 2 day(s))" in warnings[1] or "(in 3 day(s))" in warnings[1]
+
+
+@pytest.mark.parametrize("first", ["tokens", "tokens_file"])
+@pytest.mark.parametrize("second", ["tokens", "tokens_file", "own tokens_file"])
+def test_one_hash_for_two_clients_is_refused_wherever_it_is_written(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """Every placement of one hash: in a client's list or its file, and in another client's list or
+    file (refused: the token would pick either client), or twice in the same client (accepted)."""
+    entry = f"sha256:{token_hash(NEW)}"
+
+    def client(name: str, where: str) -> dict[str, Any]:
+        if where == "tokens":
+            return {"name": name, "tokens": [entry], "rules": [{"key": "read"}]}
+        (tmp_path / f"{name}.yaml").write_text(f'- "{entry}"\n')
+        return {"name": name, "tokens_file": f"{name}.yaml", "rules": [{"key": "read"}]}
+
+    raw = {**copy.deepcopy(BASE), "clients": [client("a", first)]}
+    if second == "own tokens_file":
+        (tmp_path / "own.yaml").write_text(f'- "{entry}"\n')
+        raw["clients"][0]["tokens_file"] = "own.yaml"
+        assert build_config(raw, base=tmp_path).token_index[token_hash(NEW)].client == "a"
+        return
+    raw["clients"].append(client("b", second))
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, base=tmp_path)
+    assert info.value.problems == ["clients[1].tokens: a token hash is also used by 'a'"]
