@@ -48,10 +48,11 @@ def _traced(flow: Flow, stages: list[str]) -> list[ReadableSpan]:
 
 
 def _everything(spans: list[ReadableSpan]) -> str:
+    """Every value a span carries. Span, event and attribute *names* are the gateway's own constants
+    (a generated secret such as ``CONFIG_G`` may spell part of one without having reached the span)."""
     parts: list[Any] = []
     for s in spans:
-        parts += [s.name, s.status.description, *(e.name for e in s.events)]
-        parts += [f"{k}={v}" for k, v in (s.attributes or {}).items()]
+        parts += [s.status.description, *(s.attributes or {}).values()]
     return "\n".join(str(p) for p in parts)
 
 
