@@ -138,17 +138,20 @@ def effective_limits(client: ClientSettings, default: ClientLimits) -> ClientLim
     )
 
 
+def _shared_state_of(config: Config) -> tuple[object, ...]:
+    """What the buckets and the upstream queue are built from: a reload that changes none of it keeps them."""
+    rl, up = config.settings.rate_limit, config.settings.upstream
+    return (rl.backend, rl.redis, config.redis_url, up.max_in_flight, up.queue)
+
+
 class Admission:
     """The limits of one process; built once from the config, closed with the app."""
 
     def __init__(self, config: Config, buckets: Buckets | None = None) -> None:
         settings = config.settings
-        default = settings.limits.default_client
-        self._limits = {c.name: effective_limits(c, default) for c in settings.clients}
-        self._policy = settings.rate_limit
+        self._take_limits(config)
         self._backend = settings.rate_limit.backend
-        rl, up = settings.rate_limit, settings.upstream
-        self._built_from = (rl.backend, rl.redis, config.redis_url, up.max_in_flight, up.queue)
+        self._built_from = _shared_state_of(config)
         self._buckets = buckets or _buckets(config)
         self._requests = _Counter({})
         self._uploads = _Counter({})
@@ -165,18 +168,15 @@ class Admission:
     def follow(self, config: Config) -> bool:
         """Take a reloaded config's limits, keeping buckets, counters and the queue; False when the
         backend or the upstream cap changed, so a new Admission must be built instead."""
-        s, kept = config.settings, self._built_from
-        if (
-            s.rate_limit.backend,
-            s.rate_limit.redis,
-            config.redis_url,
-            s.upstream.max_in_flight,
-            s.upstream.queue,
-        ) != kept:
+        if _shared_state_of(config) != self._built_from:
             return False
+        self._take_limits(config)
+        return True
+
+    def _take_limits(self, config: Config) -> None:
+        s = config.settings
         self._limits = {c.name: effective_limits(c, s.limits.default_client) for c in s.clients}
         self._policy = s.rate_limit
-        return True
 
     @contextlib.asynccontextmanager
     async def admit(self, flow: Flow, client: str, upload: bool) -> AsyncIterator[None]:

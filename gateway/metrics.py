@@ -14,6 +14,7 @@ from gateway.errors import Throttled
 from gateway.settings import Config
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)  # durations
 
 REQUESTS = Counter(
     "proget_gateway_requests",
@@ -25,14 +26,14 @@ LATENCY = Histogram(
     "proget_gateway_request_duration_seconds",
     "Time from request head to the end of the response.",
     ["decision"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    buckets=_SECONDS,
     registry=REGISTRY,
 )
 UPSTREAM_RESPONSE = Histogram(
     "proget_gateway_upstream_response_seconds",
     "Time ProGet took to answer: from sending the request (the whole upload, for a streamed body) to its "
     "response head. Separates ProGet's time from the gateway's and the client's.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    buckets=_SECONDS,
     registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(

@@ -806,6 +806,15 @@ def tracing_wanted(settings: Settings, env: Mapping[str, str]) -> bool:
     return settings.tracing is not None or any(env.get(v) for v in OTLP_ENDPOINT_VARS)
 
 
+def trace_sample_ratio(settings: Settings, env: Mapping[str, str]) -> float | None:
+    """The ratio of new traces sampled: ``tracing.sample_ratio``, else None when ``OTEL_TRACES_SAMPLER``
+    is set (the SDK reads it), else 1.0."""
+    ratio = settings.tracing.sample_ratio if settings.tracing is not None else None
+    if ratio is None and not env.get("OTEL_TRACES_SAMPLER"):
+        return 1.0
+    return ratio
+
+
 def _tracing_problems(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     """A ``tracing`` section must say where spans go, here or in the standard variables."""
     tracing = raw.get("tracing")

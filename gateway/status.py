@@ -25,7 +25,7 @@ from gateway import __version__
 from gateway.audit import Flow
 from gateway.explain import explain_as
 from gateway.redact import redact
-from gateway.settings import HTTP_METHODS, Config, tracing_wanted
+from gateway.settings import HTTP_METHODS, Config, trace_sample_ratio, tracing_wanted
 
 WINDOW_MINUTES = 15
 _MAX_SHOWN_PATH = 200
@@ -147,10 +147,8 @@ def traces_summary(config: Config) -> str:
         return "off"
     tracing = config.settings.tracing
     where = tracing.otlp_endpoint if tracing is not None and tracing.otlp_endpoint else "OTEL_* variables"
-    ratio: object = tracing.sample_ratio if tracing is not None else None
-    if ratio is None:
-        ratio = "from OTEL_TRACES_SAMPLER" if os.environ.get("OTEL_TRACES_SAMPLER") else 1.0
-    return f"on: OTLP/HTTP to {where}, sample ratio {ratio}"
+    ratio = trace_sample_ratio(config.settings, os.environ)
+    return f"on: OTLP/HTTP to {where}, sample ratio {'from OTEL_TRACES_SAMPLER' if ratio is None else ratio}"
 
 
 def _clients(recent: Recent) -> str:

@@ -38,7 +38,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway import __version__
 from gateway.rewrite import trace_context
-from gateway.settings import Config, Tracing
+from gateway.settings import Config, Tracing, trace_sample_ratio
 
 log = logging.getLogger("proget_gateway.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -82,9 +82,7 @@ class Tracer:
 
     def __init__(self, config: Config, exporter: SpanExporter | None = None) -> None:
         settings = config.settings.tracing or Tracing()
-        ratio = settings.sample_ratio
-        if ratio is None and not os.environ.get("OTEL_TRACES_SAMPLER"):
-            ratio = 1.0  # else the SDK reads OTEL_TRACES_SAMPLER / _ARG
+        ratio = trace_sample_ratio(config.settings, os.environ)  # None: the SDK reads OTEL_TRACES_SAMPLER
         sampler = None if ratio is None else ParentBased(TraceIdRatioBased(ratio))
         named = config.settings.tracing is not None or not os.environ.get("OTEL_SERVICE_NAME")
         resource = Resource.create(
