@@ -144,12 +144,16 @@ def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 
 
 def _pseudo_key_secret(value: bytes) -> str:
-    """``X-ApiKey: user:password``, ProGet's pseudo-key: read like Basic — the password, or the user
-    name when the password is empty. Gateway tokens and JWTs hold no ``:``, so a value with one is
-    never a token of its own."""
-    user, _, password = _text(value, "X-ApiKey").partition(":")
-    if not password and not user:
-        raise CredentialMalformed("The X-ApiKey user:password credential is empty.")
+    """``X-ApiKey: user:password``, ProGet's pseudo-key, read like Basic. Gateway tokens and JWTs hold
+    no ``:``, so a value with one is never a token of its own."""
+    return _user_password_secret(_text(value, "X-ApiKey"), "X-ApiKey user:password")
+
+
+def _user_password_secret(pair: str, what: str) -> str:
+    """The secret of a ``user:password`` pair: the password, or the user name when it is empty."""
+    user, _, password = pair.partition(":")
+    if not user and not password:
+        raise CredentialMalformed(f"The {what} credential is empty.")
     return password or user
 
 
@@ -183,8 +187,4 @@ def _basic_secret(encoded: bytes) -> str:
         decoded = b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise CredentialMalformed("The Basic credential is not valid base64 of UTF-8 text.") from None
-    user, sep, password = decoded.partition(":")
-    secret = password if password else user
-    if not sep and not user:
-        raise CredentialMalformed("The Basic credential is empty.")
-    return _text(secret.encode("utf-8", "surrogateescape"), "Basic")
+    return _text(_user_password_secret(decoded, "Basic").encode("utf-8", "surrogateescape"), "Basic")
