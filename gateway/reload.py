@@ -12,8 +12,9 @@ key sets and cached verifications of every issuer whose clients did not change
 
 An invalid new config changes nothing: one log line lists every problem in ``check``'s words (they
 never include a secret), ``proget_gateway_config_reloads_total{result="failure"}`` counts it, and the
-old snapshot keeps serving (``/readyz`` stays ready). ``listen`` and ``admin`` need new sockets and
-``tracing`` a new exporter: a change there is logged as needing a restart and not applied.
+old snapshot keeps serving (``/readyz`` stays ready). ``listen`` and ``admin`` need new sockets,
+``tracing`` a new exporter and the head limits a new listener: a change there is logged as needing a
+restart and not applied (:data:`_RESTART_ONLY`).
 
 Watching uses ``watchfiles`` (Rust ``notify``: inotify on Linux, no polling) on the *directories* of
 the files the config reads, because the kubelet updates a mounted ConfigMap or Secret by swapping the
@@ -67,7 +68,7 @@ class Reloader:
                     why, old.generation, err.source, len(err.problems), problems,
                 )  # fmt: skip
                 return False
-            new = _keep_sockets(old, new)
+            new = _keep_restart_only(old, new)
             new = replace(new, generation=old.generation + 1)
             await self._swap(old, new)
             metrics.CONFIG_RELOADS.labels("success").inc()
@@ -142,17 +143,35 @@ def _concerning(files: set[str]) -> Callable[[watchfiles.Change, str], bool]:
     return concerns
 
 
-_RESTART_ONLY = ("listen", "admin", "tracing")
+# Settings fixed when the process starts: the bound sockets (listen, admin, keep-alive included), the
+# exporter (tracing), and the head limits the listener's protocol class was built with
+# (gateway.server.protocol_for). A change is reported and the running value kept, everywhere alike.
+_RESTART_ONLY = (
+    "listen",
+    "admin",
+    "tracing",
+    "limits.head_timeout",
+    "limits.max_target_bytes",
+    "limits.max_header_bytes",
+    "limits.max_header_count",
+)
 
 
-def _keep_sockets(old: Config, new: Config) -> Config:
-    """``listen``/``admin`` are bound sockets and ``tracing`` the process's exporter: a change is
-    reported, not applied."""
-    s_old, s_new = old.settings, new.settings
-    for name in _RESTART_ONLY:
-        if getattr(s_new, name) != getattr(s_old, name):
-            log.warning("config reload: %s changed; it needs a restart and is not applied", name)
-    settings = s_new.model_copy(update={name: getattr(s_old, name) for name in _RESTART_ONLY})
+def _keep_restart_only(old: Config, new: Config) -> Config:
+    """``new`` with the running value of every :data:`_RESTART_ONLY` setting; each change logged."""
+    settings = new.settings
+    for dotted in _RESTART_ONLY:
+        section, _, field = dotted.partition(".")
+        running, wanted = getattr(old.settings, section), getattr(settings, section)
+        if field:
+            running_value = getattr(running, field)
+            if getattr(wanted, field) == running_value:
+                continue
+            running = wanted.model_copy(update={field: running_value})
+        elif wanted == running:
+            continue
+        log.warning("config reload: %s changed; it needs a restart and is not applied", dotted)
+        settings = settings.model_copy(update={section: running})
     return replace(new, settings=settings)
 
 

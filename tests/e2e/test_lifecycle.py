@@ -155,13 +155,23 @@ def test_socket_and_exporter_settings_wait_for_a_restart_the_rest_applies(live: 
         config["admin"]["port"] = free_port()
         config["listen"]["keep_alive_timeout"] = 30
         config["tracing"] = {"otlp_endpoint": "http://127.0.0.1:9"}
+        config["limits"]["max_header_bytes"] = 4096  # the listener's head budget is built at start
+        config["limits"]["max_rewrite_body_bytes"] = 1024  # applies: not a listener setting
 
     _rewrite(live.config_path, edit)
     _until(lambda: _status(live, NEWCOMER) == 200, 5)
     assert httpx.get(old_admin + "/readyz", timeout=5).status_code == 200  # still the old admin port
     log = live.log_path.read_text()
-    for name in ("listen", "admin", "tracing"):
+    for name in ("listen", "admin", "tracing", "limits.max_header_bytes"):
         assert f"config reload: {name} changed; it needs a restart and is not applied" in log
+    assert "limits changed" not in log and "max_rewrite_body_bytes changed" not in log
+    big = httpx.post(
+        live.url + "/api/json/Feeds_GetFeeds",
+        headers={"X-ApiKey": TOKEN_CI, "Content-Type": "application/json"},
+        content=b'{"pad": "' + b"p" * 2000 + b'"}',
+        timeout=10,
+    )
+    assert big.headers["x-gateway-error"] == "body_too_large"  # the new body cap is in force
     assert "traces on" not in log and "OTLP/HTTP" not in log
 
 
