@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from gateway.credentials import is_credential_header
 from gateway.errors import CredentialLeakBlocked
 from gateway.needles import MIN_FORM, Needles
-from gateway.rewrite import UpstreamRequest
+from gateway.upstream import UpstreamRequest
 
 _AUTH_SCHEMES = (b"authorization", b"proxy-authorization")
 
@@ -30,10 +30,7 @@ def check_egress(request: UpstreamRequest, secrets: Needles) -> None:
     """Raise :class:`CredentialLeakBlocked` if any form of a presented credential would be sent."""
     if not secrets:
         return
-    head = "\n".join([request.url, *(f"{name}: {value}" for name, value in request.headers)])
-    if secrets.found_in(head.encode("utf-8", "surrogateescape")) or (
-        request.body is not None and secrets.found_in(request.body)
-    ):
+    if secrets.found_in(request.head) or (request.body is not None and secrets.found_in(request.body)):
         raise CredentialLeakBlocked()
 
 

@@ -13,10 +13,10 @@ import time
 from gateway.audit import Flow
 from gateway.bodies import cancel_on_disconnect, stream_body
 from gateway.framing import Head
-from gateway.rewrite import ClientView, UpstreamRequest, rewrite_response_headers
+from gateway.rewrite import ClientView, rewrite_response_headers
 from gateway.settings import Config, UpstreamKey
 from gateway.types import Receive, Send
-from gateway.upstream import UpstreamClient, UpstreamResponse
+from gateway.upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 SMALL = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})

@@ -25,6 +25,7 @@ from gateway.credentials import Credentials, is_credential_header
 from gateway.errors import CHALLENGE, HostInvalid
 from gateway.framing import Head
 from gateway.settings import Config, UpstreamKey
+from gateway.upstream import UpstreamRequest
 
 HOP_BY_HOP = frozenset(
     {
@@ -68,6 +69,7 @@ SET_BY_GATEWAY = frozenset(
 # tracing off a trusted proxy's passes through (trace_context), nobody else's.
 TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _NUGET_PUSH_METHODS = frozenset({"PUT", "POST", "DELETE"})
+_LENGTH_REQUIRED = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +137,6 @@ class ClientView:
     host: str  # the Host the client used (or a trusted proxy's X-Forwarded-Host)
     public_origin: str  # public_url, else proto://host: Location rewriting and X-Forwarded-Proto/Host
     trusted: bool = False  # the peer is one of trusted_proxies (its X-Forwarded-* and trace context count)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    method: str
-    url: str  # configured origin + canonical path + stripped query
-    headers: list[tuple[str, str]]
-    body: bytes | None  # the rewritten body; None means "stream the client's body"
 
 
 def client_view(
@@ -232,13 +226,19 @@ def rewrite_request(
     out += trace_headers
     out += _key_headers(method, target, key)
     body = credentials.body
+    chunked = body is None and head.chunked
     if body is not None:
         out.append(("content-length", str(len(body))))
     elif head.content_length is not None:
         out.append(("content-length", str(head.content_length)))
+    elif chunked:
+        out.append(("transfer-encoding", "chunked"))  # a streamed body of unknown length
+    elif method in _LENGTH_REQUIRED:
+        out.append(("content-length", "0"))  # IIS answers a POST without a length with 411
     query = credentials.query
-    url = config.settings.upstream.url + target.path + ("?" + query.decode("ascii") if query else "")
-    return UpstreamRequest(method, url, out, body)
+    return UpstreamRequest(
+        method, target.path + ("?" + query.decode("ascii") if query else ""), out, body, chunked
+    )
 
 
 @functools.cache

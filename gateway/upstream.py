@@ -1,222 +1,538 @@
-"""Send the rewritten request to ProGet and stream the answer; the only module that knows aiohttp.
+"""Send the rewritten request to ProGet and stream the answer: our own HTTP/1.1 client.
 
-aiohttp was chosen by measurement (see README "Speed"): under 32 concurrent connections httpx's pool
-collapses (encode/httpx#3215) while aiohttp's holds. Everything aiohttp-specific stays here so the
-client can be swapped: callers see :class:`UpstreamClient`, :class:`UpstreamResponse` and our own
-errors, which ``_translate`` maps from aiohttp's in exactly one place.
+Why our own (issue 9, figures in bench/README.md): aiohttp's request path was the largest single cost
+of a gateway request (~85 µs of ~330), and its C parser hid a malformed chunk from the reader until
+a timer noticed the closed connection. This module owns the ProGet side of the wire in one place:
 
-What aiohttp would otherwise do on its own is switched off: no cookie jar, no proxy or netrc from the
-environment, no decompression, no added User-Agent/Accept/Content-Type, no redirects, no re-quoting of
-the path (``encoded=True``), so the bytes the policy checked are the bytes ProGet receives.
-
-The read timeout is ours, not aiohttp's ``sock_read``: aiohttp 3.14 can leave a ``sock_read`` timer
-armed on a pooled connection after a download whose reading was paused by backpressure, and the next
-request on that connection (a multi-GB upload, say) then times out mid-body. So ``sock_read`` is
-off and ``timeouts.read`` is enforced here: from the end of the request body to ProGet's response
-head, and between two chunks of ProGet's body; ``timeouts.write`` bounds how long ProGet may take to
-accept each chunk of an upload (aiohttp has no write timeout of its own).
+- :class:`UpstreamRequest` is serialized once (:func:`encode_head`) when the rewrite builds it, the
+  egress guard scans those bytes, and the client writes those bytes: what was checked is what is sent.
+  A header that would change the framing (CR, LF, NUL) cannot be serialized.
+- The client only ever connects to the configured origin; a request carries a target, never a URL.
+- Answers are parsed by httptools (llhttp, strict): a malformed or truncated body fails the read at
+  once. The head is capped at :data:`MAX_HEAD` bytes before the parser buffers it.
+- Timeouts are ours: ``connect`` per new connection, ``write`` per chunk ProGet must accept,
+  ``read`` from the end of the request body to the answer's head and between two chunks of its body.
+- Backpressure both ways: reading from ProGet pauses while :data:`HIGH_WATER` bytes wait for the
+  client, and an upload waits for ProGet to take each chunk.
+- Keep-alive pool, most recently used first; a pooled connection ProGet closed while idle is
+  noticed when taken, and an idempotent request whose reused connection closed before any byte of an
+  answer is sent once more on a new one (RFC 9110 9.2.2), never a streamed body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
+import httptools
 
-from gateway.errors import GatewayError, UpstreamAborted, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.rewrite import UpstreamRequest
-from gateway.settings import Timeouts, UpstreamSettings
+from gateway.errors import (
+    GatewayError,
+    HeaderInvalid,
+    UpstreamAborted,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from gateway.settings import UpstreamSettings
 
-_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 CHUNK = 256 * 1024
-WATCH = 0.25  # seconds: how soon a body ProGet broke off is noticed (see _next_chunk)
+HIGH_WATER = 4 * CHUNK  # bytes of ProGet's body held for a slow client before reading from ProGet pauses
+MAX_HEAD = 256 * 1024  # bytes of ProGet's answer head (status line and headers), any 1xx included
+KEEP_IDLE = 15.0  # seconds an idle pooled connection is kept (ProGet's IIS/Kestrel keep theirs 120 s)
+_REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent (RFC 9110)
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
-def _translate(exc: BaseException, *, started: bool) -> GatewayError:
-    """aiohttp/asyncio failure → our error; after the response started every failure is an abort."""
-    ours = _our_error(exc)
-    if ours is not None:  # raised by our own body iterator inside aiohttp (a short or aborted upload)
-        return ours
-    if started:
-        return UpstreamAborted()
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeout()
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError | OSError):
-        return UpstreamUnreachable()
-    return UpstreamError("ProGet's answer could not be read.")
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """Exactly what ProGet will receive: ``head`` is the serialized request line and headers."""
+
+    method: str
+    target: str  # canonical path + stripped query, as sent on the request line
+    headers: list[tuple[str, str]]
+    body: bytes | None  # the rewritten body; None means "stream the client's body"
+    chunked: bool = False  # the streamed body has no declared length: send it chunked
+    head: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "head", encode_head(self.method, self.target, self.headers))
 
 
-def _our_error(exc: BaseException | None, depth: int = 5) -> GatewayError | None:
-    while exc is not None and depth > 0:
-        if isinstance(exc, GatewayError):
-            return exc
-        exc, depth = exc.__cause__ or exc.__context__, depth - 1
-    return None
+def encode_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
+    """The request head as bytes; refuses anything that would not frame as exactly these lines.
+
+    The check is over the text actually sent: it must hold exactly one CRLF per line and no other CR
+    or LF, no NUL, and a request line of three parts with an origin-form target, so no value can
+    start a header or a request, and no target can name another host.
+    """
+    lines = [f"{method} {target} HTTP/1.1", *[f"{name}: {value}" for name, value in headers]]
+    text = "\r\n".join(lines) + "\r\n\r\n"
+    breaks = len(lines) + 1
+    if (
+        text.count("\n") != breaks
+        or text.count("\r") != breaks
+        or "\0" in text
+        or " " in method
+        or not target.startswith("/")  # origin-form only: no absolute URL can name another host
+        or " " in target
+        or "\t" in target
+    ):
+        raise HeaderInvalid("The request cannot be framed for ProGet as received.")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise HeaderInvalid("The request cannot be framed for ProGet as received.") from None
 
 
-@dataclass(slots=True)
+class _Extra(Exception):
+    """ProGet sent bytes after its answer ended: the connection is not reused."""
+
+
+class _Connection(asyncio.Protocol):
+    """One connection to ProGet, one exchange at a time; httptools parses each answer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._start(False)
+
+    def _start(self, no_body: bool) -> None:
+        """Reset for a new exchange (``no_body``: the request was HEAD)."""
+        self.no_body = no_body
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.head_bytes = 0  # bytes received before the head was parsed
+        self.header_bytes = 0  # bytes of header lines, 1xx answers included
+        self.interim = False
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.complete = False
+        self.keep_alive = False
+        self.error: GatewayError | None = None
+        self.received = False
+        self.reading_paused = False
+        self.until_close = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # bytes nobody asked for, on an idle connection
+            self.abort()
+            return
+        self.received = True
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > 2 * MAX_HEAD:  # what llhttp may buffer is bounded before it parses
+                self._fail(UpstreamError("ProGet's answer head is too large."))
+                return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _Extra) or self.complete:
+                self.keep_alive = False
+            else:
+                self._fail(self._broken(exc.__context__))
+        except httptools.HttpParserError:
+            self._fail(self._broken(None))
+
+    def _broken(self, cause: BaseException | None) -> GatewayError:
+        if isinstance(cause, GatewayError):
+            return cause
+        return UpstreamAborted() if self.head_done else UpstreamError("ProGet's answer could not be read.")
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._parser is not None and not self.complete:
+            if self.head_done and self.until_close and exc is None:
+                self.complete = True  # a close-delimited body ends here
+            elif not self.head_done:
+                self._fail(UpstreamUnreachable())
+            else:
+                self._fail(UpstreamAborted())
+        self._wake()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Extra()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEAD:
+            raise UpstreamError("ProGet's answer head is too large.")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        status = parser.get_status_code()
+        if status == 101:
+            raise UpstreamError("ProGet switched protocols, which the gateway never asks for.")
+        if status < 200:  # 100 Continue, 103 Early Hints: not the answer
+            self.interim, self.headers = True, []  # header_bytes keeps counting: 1xx heads are capped too
+            return
+        self.status, self.head_done = status, True
+        self.until_close = (
+            not self.no_body and status not in _NO_BODY_STATUS and _close_delimited(self.headers)
+        )
+        if self.no_body:
+            self.complete, self.keep_alive = True, parser.should_keep_alive()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.no_body:
+            raise _Extra()
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.complete:
+            return
+        parser = self._parser
+        self.complete = True
+        self.keep_alive = parser is not None and parser.should_keep_alive()
+        self._wake()
+
+    # -- the exchange -------------------------------------------------------------------------------
+
+    def begin(self, no_body: bool) -> None:
+        self._start(no_body)
+        self._parser = httptools.HttpResponseParser(self)
+
+    def _fail(self, error: GatewayError) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self.abort()
+        self._wake()
+
+    def fail_writing(self, error: GatewayError) -> None:
+        """The request body could not be sent (the client's body broke, or ProGet stopped taking it)."""
+        self._fail(error)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def wait(self, within: float | None) -> None:
+        """Until something happens on this exchange; UpstreamTimeout after ``within`` seconds of nothing."""
+        waiter = self._waiter = self.loop.create_future()
+        timer = None if within is None else self.loop.call_later(within, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def drain(self, within: float) -> None:
+        """Until ProGet has taken what was written; UpstreamTimeout if it takes none for ``within`` s."""
+        writable = self._writable
+        if writable is None:
+            return
+        timer = self.loop.call_later(within, _expire, writable)
+        try:
+            await writable
+        finally:
+            timer.cancel()
+        if self.closed:
+            raise self.error or UpstreamAborted()
+
+    def take_body(self) -> bytes:
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        self.buffered = 0
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed:
+            raise self.error or (UpstreamAborted() if self.head_done else UpstreamUnreachable())
+        self.transport.write(data)
+
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and self.error is None and not self.closed
+
+    def finish(self) -> None:
+        """The exchange is over: the connection is idle now (the pool decides whether it is kept)."""
+        self._parser = None
+        self.reused = True
+        self.idle_since = self.loop.time()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(UpstreamTimeout())
+
+
+def _close_delimited(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No Content-Length and no Transfer-Encoding: the body runs until ProGet closes (RFC 9112 6.3)."""
+    return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
+
+
 class UpstreamResponse:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    _response: aiohttp.ClientResponse
-    read_timeout: float
+    """ProGet's answer: status and headers as received, the body read whole or as it arrives."""
+
+    __slots__ = ("_client", "_conn", "_writer", "headers", "read_timeout", "status")
+
+    def __init__(
+        self, client: UpstreamClient, conn: _Connection, writer: asyncio.Task[None] | None, read: float
+    ) -> None:
+        self._client, self._conn, self._writer = client, conn, writer
+        self.status = conn.status
+        self.headers = conn.headers
+        self.read_timeout = read
 
     @property
     def content_length(self) -> int | None:
-        return self._response.content_length
+        lengths = [v for n, v in self.headers if n.lower() == b"content-length"]
+        chunked = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
+        if len(lengths) != 1 or chunked or not lengths[0].strip().isdigit():
+            return None
+        return int(lengths[0])
 
     async def read_small(self) -> bytes:
-        """Read a body already known to be small (Content-Length under the streaming threshold).
-
-        A small answer usually arrives with its head, so it is read without arming a timer: a timeout
-        block (a timer, a task lookup, on 3.11 a ``getpid`` per loop lookup) cost about 14 µs here.
-        """
-        try:
-            if self._response.content.is_eof():
-                return await self._response.read()
-            async with asyncio.timeout(self.read_timeout):
-                return await self._response.read()
-        except Exception as exc:
-            raise _translate(exc, started=False) from None
+        """Read a body already known to be small (Content-Length under the streaming threshold)."""
+        conn = self._conn
+        while not conn.complete:
+            if conn.error is not None:
+                raise conn.error
+            await conn.wait(self.read_timeout)
+        return conn.take_body()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; a failure midway raises UpstreamAborted."""
-        try:
-            while chunk := await self._next_chunk():
-                yield chunk
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise _translate(exc, started=True) from None
-
-    async def _next_chunk(self) -> bytes:
-        """``readany`` under ``timeouts.read``, woken every ``WATCH`` seconds to see whether ProGet's
-        connection is gone: aiohttp's C parser neither raises a malformed chunk-size line nor the EOF
-        after it into ``readany`` (its pure-Python parser does), so a broken body would otherwise hang
-        the client's stream until ``timeouts.read``. Costs one timer per read, as a single timeout did.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.read_timeout
+        """The body as it arrives; a failure midway raises UpstreamAborted (or the upload's own error)."""
+        conn = self._conn
         while True:
-            try:
-                async with asyncio.timeout_at(min(deadline, loop.time() + WATCH)):
-                    return await self._response.content.readany()
-            except TimeoutError:
-                if loop.time() >= deadline:
-                    raise
-                if self._broken_off():
+            if conn.body:
+                yield conn.take_body()
+            elif conn.complete:
+                return
+            elif conn.error is not None:
+                raise conn.error
+            else:
+                try:
+                    await conn.wait(self.read_timeout)
+                except UpstreamTimeout:
                     raise UpstreamAborted() from None
 
-    def _broken_off(self) -> bool:
-        """ProGet's connection is gone and the body never reached its end (an EOF fed just as the
-        timer fired is not a fault: the next ``readany`` returns it)."""
-        connection = self._response.connection
-        return not self._response.content.is_eof() and (connection is None or connection.closed)
-
     def close(self) -> None:
-        """Give the connection back when the body was read, drop it otherwise (cancels the upstream)."""
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        """Give the connection back when the exchange is whole, drop it otherwise (cancels ProGet's side)."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+            self._conn.abort()
+        self._client.release(self._conn)
 
 
-async def _timed_body(
-    body: AsyncIterable[bytes], deadline: asyncio.Timeout, t: Timeouts
-) -> AsyncIterator[bytes]:
-    """Relay the client's body under ``timeouts.write``, then give ProGet ``timeouts.read`` to answer.
+async def _send_body(
+    conn: _Connection, body: AsyncIterable[bytes], chunked: bool, write_timeout: float
+) -> None:
+    """Relay the client's body; each chunk must be taken by ProGet within ``write_timeout`` seconds.
 
-    Each chunk must be taken by ProGet within ``write`` seconds (a stalled upstream is cut off);
-    waiting for the client's next chunk is not ProGet's time, so the clock stops meanwhile.
+    Waiting for the client's next chunk is not ProGet's time, so that wait has no clock here (the
+    server side bounds it). Any failure ends the exchange with that error, never a short upload.
     """
-    loop = asyncio.get_running_loop()
-    async for chunk in body:
-        deadline.reschedule(loop.time() + t.write)
-        yield chunk
-        deadline.reschedule(None)
-    deadline.reschedule(loop.time() + t.read)
+    try:
+        async for chunk in body:
+            if not chunk:
+                continue  # an empty chunk would read as the chunked body's end
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain(write_timeout)
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+    except GatewayError as exc:
+        conn.fail_writing(exc)
+        raise
+    except Exception:
+        conn.fail_writing(UpstreamAborted())
+        raise
+    finally:
+        conn._wake()
+
+
+def _on_writer_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the error already reached the exchange through fail_writing
 
 
 class UpstreamClient:
-    """One pooled aiohttp session for the life of the process."""
+    """Pooled HTTP/1.1 connections to the configured origin, for the life of the process."""
 
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        parts = urlsplit(settings.url)
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._tls else 80)
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
 
     async def start(self) -> None:
-        s = self._settings
-        t = s.timeouts
-        connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl(), ttl_dns_cache=60, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=None
-            ),
-            read_bufsize=CHUNK,
-            max_line_size=16 * 1024,
-            max_field_size=64 * 1024,
-        )
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        tls = self._settings.tls
-        if not tls.verify:
-            return False
-        return ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if self._tls:
+            tls = self._settings.tls
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if not tls.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl = context
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for conn in [*self._idle, *self._open]:
+            conn.abort()
+        self._idle.clear()
+        self._open.clear()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._settings.timeouts.connect):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout() from None
+        except OSError:  # refused, unreachable, DNS (gaierror) and TLS (SSLError) failures
+            raise UpstreamUnreachable() from None
+        return conn
+
+    def _take(self) -> _Connection | None:
+        """The most recently used idle connection still open and fresh, if any."""
+        idle = self._idle
+        if not idle:
+            return None
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.idle_since > conn.loop.time() - KEEP_IDLE:
+                return conn
+            conn.abort()
+        return None
+
+    def release(self, conn: _Connection) -> None:
+        self._open.discard(conn)
+        reusable = conn.reusable()
+        conn.finish()
+        if reusable:
+            self._idle.append(conn)
+        else:
+            conn.abort()
 
     async def open(self, request: UpstreamRequest, body: AsyncIterable[bytes] | None) -> UpstreamResponse:
         """Send the request (streaming ``body`` when the request carries no rewritten body)."""
-        if self._session is None:
-            raise RuntimeError("UpstreamClient.start() was not awaited")
-        timeouts = self._settings.timeouts
-        read = timeouts.read
+        conn = self._take()
+        if conn is None:
+            return await self._exchange(await self._connect(), request, body)
         try:
-            async with asyncio.timeout(None) as deadline:
-                data: bytes | AsyncIterable[bytes] | None = request.body
-                if data is None and body is not None:
-                    data = _timed_body(body, deadline, timeouts)
-                else:
-                    deadline.reschedule(asyncio.get_running_loop().time() + read)
-                response = await self._session.request(
-                    request.method,
-                    URL(request.url, encoded=True),
-                    headers=request.headers,
-                    data=data,
-                    allow_redirects=False,
-                    compress=None,
+            return await self._exchange(conn, request, body)
+        except UpstreamUnreachable:
+            if (
+                conn.received
+                or request.method not in _REPLAYABLE
+                or (request.body is None and body is not None)
+            ):
+                raise
+            return await self._exchange(await self._connect(), request, body)  # ProGet closed it idle
+
+    async def _exchange(
+        self, conn: _Connection, request: UpstreamRequest, body: AsyncIterable[bytes] | None
+    ) -> UpstreamResponse:
+        conn.begin(request.method == "HEAD")
+        self._open.add(conn)
+        timeouts = self._settings.timeouts
+        writer: asyncio.Task[None] | None = None
+        try:
+            if request.body is not None or body is None:
+                conn.write(request.head + request.body if request.body else request.head)
+            else:
+                conn.write(request.head)
+                writer = conn.loop.create_task(
+                    _send_body(conn, body, request.chunked, timeouts.write)
                 )
-        except asyncio.CancelledError:
+                writer.add_done_callback(_on_writer_done)
+            while not conn.head_done:
+                if conn.error is not None:
+                    raise conn.error
+                sending = writer is not None and not writer.done()
+                await conn.wait(None if sending else timeouts.read)
+        except BaseException:
+            if writer is not None:
+                writer.cancel()
+            self._open.discard(conn)
+            conn.abort()
             raise
-        except Exception as exc:
-            raise _translate(exc, started=False) from None
-        return UpstreamResponse(response.status, list(response.raw_headers), response, read)
+        return UpstreamResponse(self, conn, writer, timeouts.read)
 
     async def health(self, limit: float = 2.0) -> tuple[bool, Any]:
         """Does ProGet answer HTTP at all (any status: readiness), and its /health/json document (None if
         not JSON). A 500 from a stopped ProGet component must not drain the gateway (upstream_health.py)."""
-        if self._session is None:
-            return False, None
+        host = urlsplit(self._settings.url).netloc
+        request = UpstreamRequest(
+            "GET", "/health/json", [("host", host), ("accept", "application/json")], None
+        )
+        response: UpstreamResponse | None = None
         try:
-            async with self._session.get(
-                self._settings.url + "/health/json", timeout=aiohttp.ClientTimeout(total=limit)
-            ) as response:
-                try:
-                    return True, await response.json(content_type=None)
-                except ValueError:
-                    return True, None
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            async with asyncio.timeout(limit):
+                response = await self.open(request, None)
+                document = await response.read_small()
+        except (GatewayError, TimeoutError):
             return False, None
+        finally:
+            if response is not None:
+                response.close()
+        try:
+            return True, json.loads(document)
+        except ValueError:
+            return True, None

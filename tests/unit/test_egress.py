@@ -8,7 +8,7 @@ import pytest
 
 from gateway.egress import check_egress, presented
 from gateway.errors import CredentialLeakBlocked
-from gateway.rewrite import UpstreamRequest
+from gateway.upstream import UpstreamRequest
 
 TOKEN = "pgw_ci_" + "a" * 40
 CLEAN = [("x-apikey", "the-proget-key"), ("user-agent", "NuGet/6")]
@@ -17,7 +17,7 @@ CLEAN = [("x-apikey", "the-proget-key"), ("user-agent", "NuGet/6")]
 def request(
     url: str = "/api/x", headers: list[tuple[str, str]] | None = None, body: bytes | None = None
 ) -> UpstreamRequest:
-    return UpstreamRequest("POST", "http://proget" + url, [*CLEAN, *(headers or [])], body)
+    return UpstreamRequest("POST", url, [*CLEAN, *(headers or [])], body)
 
 
 def basic(user: str, password: str) -> bytes:
