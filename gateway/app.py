@@ -30,7 +30,7 @@ from gateway.workload_identity import JwtVerifier
 
 
 class ProxyApp:
-    """The gateway's proxy port. Owns the upstream client and the JWT verifier through the ASGI lifespan."""
+    """The gateway's proxy port. Owns the upstream client and the JWT verifier (``startup``/``shutdown``)."""
 
     def __init__(self, config: Config) -> None:
         self.runtime = Runtime(config, UpstreamClient(config.settings.upstream), JwtVerifier(config))
@@ -41,30 +41,24 @@ class ProxyApp:
             self.runtime.tracer = Tracer(config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await handle(scope, receive, send, self.runtime)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+        await handle(scope, receive, send, self.runtime)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.runtime.upstream.start()
-                if self.runtime.jwt is not None:
-                    await self.runtime.jwt.start()
-                _freeze_startup_heap()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.runtime.upstream.close()
-                if self.runtime.admission is not None:
-                    await self.runtime.admission.close()
-                if self.runtime.jwt is not None:
-                    await self.runtime.jwt.close()
-                if self.runtime.tracer is not None:
-                    await asyncio.to_thread(self.runtime.tracer.shutdown)  # export what is queued
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def startup(self) -> None:
+        """Before the first request: the upstream pool, the JWT verifier, a frozen start-up heap."""
+        await self.runtime.upstream.start()
+        if self.runtime.jwt is not None:
+            await self.runtime.jwt.start()
+        _freeze_startup_heap()
+
+    async def shutdown(self) -> None:
+        """After the last request: close what was opened and export the traces still queued."""
+        await self.runtime.upstream.close()
+        if self.runtime.admission is not None:
+            await self.runtime.admission.close()
+        if self.runtime.jwt is not None:
+            await self.runtime.jwt.close()
+        if self.runtime.tracer is not None:
+            await asyncio.to_thread(self.runtime.tracer.shutdown)
 
 
 def _freeze_startup_heap() -> None:

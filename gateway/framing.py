@@ -1,8 +1,8 @@
 """Request head checks: method, header budget, message framing and Host, before anything is read.
 
-uvicorn's httptools parser already refuses most malformed framing (obs-fold, bare LF, duplicate
-lengths); these checks restate the rules in the app so that the gateway's guarantee does not depend
-on which parser is configured, and give each refusal a stable code.
+httptools (llhttp, strict, under gateway.http1) already refuses most malformed framing (obs-fold,
+bare LF, duplicate lengths); these checks restate the rules in the app so that the gateway's
+guarantee does not depend on the parser, and give each refusal a stable code.
 """
 
 from __future__ import annotations

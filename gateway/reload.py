@@ -145,7 +145,7 @@ def _concerning(files: set[str]) -> Callable[[watchfiles.Change, str], bool]:
 
 # Settings fixed when the process starts: the bound sockets (listen, admin, keep-alive included), the
 # exporter (tracing), and the head limits the listener's protocol class was built with
-# (gateway.server.protocol_for). A change is reported and the running value kept, everywhere alike.
+# (gateway.http1.Site). A change is reported and the running value kept, everywhere alike.
 _RESTART_ONLY = (
     "listen",
     "admin",

@@ -102,7 +102,8 @@ class Gateway:
     def audit_lines(self) -> list[dict[str, Any]]:
         """Every audit line written so far (waits briefly for the last one to be flushed)."""
         lines: list[dict[str, Any]] = []
-        for raw in self.log_path.read_text().splitlines():
+        text = self.log_path.read_text()
+        for raw in text[: text.rfind("\n") + 1].splitlines():  # a line still being written is not read
             if raw.startswith("{"):
                 lines.append(json.loads(raw))
         return lines

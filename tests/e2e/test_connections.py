@@ -242,7 +242,7 @@ def test_parked_connections_after_an_early_refusal_are_closed(strict_gateway: Ga
 
 
 def test_an_idle_kept_alive_connection_sending_only_line_breaks_is_closed(strict_gateway: Gateway) -> None:
-    """Line breaks between requests start no request but kept uvicorn's keep-alive timer from firing:
+    """Line breaks between requests start no request but stop the keep-alive timer (once uvicorn's):
     the head deadline still closes the connection."""
     with strict_gateway.connect() as sock:
         sock.sendall(f"GET /__standin/echo HTTP/1.1\r\nHost: h\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n".encode())
