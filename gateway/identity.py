@@ -36,7 +36,13 @@ async def identify(credentials: Credentials, config: Config, verifier: JwtVerifi
         if config.anonymous is None:
             raise CredentialMissing()
         return Identity(config.anonymous, "anonymous")
-    if verifier is not None and config.jwt_clients and (cached := cached_match(token, verifier)):
+    # Only a verified JWT is in that cache, and a JWT has dots: an opaque token skips the lookup.
+    if (
+        verifier is not None
+        and config.jwt_clients
+        and "." in token
+        and (cached := cached_match(token, verifier))
+    ):
         return _jwt_identity(cached)  # verified before: only a JWT gets into that cache
     if looks_like_jwt(token):
         if verifier is None or not config.jwt_clients:

@@ -14,6 +14,7 @@ escapes the list. Source: ``proget-facts.md``, "ProGet responses that contain se
 
 from __future__ import annotations
 
+import functools
 import itertools
 import unicodedata
 from dataclasses import dataclass
@@ -60,13 +61,19 @@ _BY_FIRST: dict[str | None, tuple[SecretRoute, ...]] = {
 _LONGEST = max(len(r.prefix) for r in SECRET_ROUTES)
 
 
+@functools.lru_cache(maxsize=8192)
 def secret_route(path: str) -> SecretRoute | None:
-    """The secret-bearing route ``path`` reaches in any reading, or None."""
+    """The secret-bearing route ``path`` reaches in any reading, or None.
+
+    Cached by path (bounded): the generous reading (decode, NFKC, fold) was ~8 µs of every request,
+    and clients repeat their paths. The answer depends on the path alone."""
     segments = _generous_segments(path, _LONGEST)
     if not segments:
         return None
-    candidates = _BY_FIRST.get(segments[0], ())
-    return next((r for r in candidates if _starts_with(segments, r.prefix)), None)
+    for route in _BY_FIRST.get(segments[0], ()):
+        if _starts_with(segments, route.prefix):
+            return route
+    return None
 
 
 def names(glob: str, route: SecretRoute) -> bool:
@@ -117,6 +124,10 @@ def _fold(segment: str) -> str:
 
 
 def _starts_with(segments: list[str], prefix: tuple[str | None, ...]) -> bool:
+    """Plain loops here and in :func:`secret_route`: generators made the check 5 µs per request."""
     if len(segments) < len(prefix):
         return False
-    return all(want is ANY or seg == want for seg, want in zip(segments, prefix, strict=False))
+    for seg, want in zip(segments, prefix, strict=False):  # noqa: SIM110 - see the docstring
+        if want is not ANY and seg != want:
+            return False
+    return True
