@@ -19,10 +19,9 @@ line gets ``limit: would_refuse:<code>`` and the refusal counter ``mode="shadow"
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import metrics
@@ -178,18 +177,18 @@ class Admission:
         self._limits = {c.name: effective_limits(c, s.limits.default_client) for c in s.clients}
         self._policy = s.rate_limit
 
-    @contextlib.asynccontextmanager
-    async def admit(self, flow: Flow, client: str, upload: bool) -> AsyncIterator[None]:
+    def admit(self, flow: Flow, client: str, upload: bool) -> _Admitted:
         """Hold the client's and ProGet's slots for the body of the ``async with``, or raise 429/503."""
+        return _Admitted(self, flow, client, upload)
+
+    async def _take_slots(self, flow: Flow, client: str, upload: bool, held: _Held) -> None:
         limits = self._limits[client]
-        async with contextlib.AsyncExitStack() as held:
-            await self._check_rate(flow, client, limits)
-            self._enter(flow, client, self._requests, limits.concurrency, ConcurrencyLimited, held)
-            if upload:
-                self._enter(flow, client, self._uploads, limits.uploads, UploadsLimited, held)
-            if self._queue is not None:
-                await self._wait_for_slot(flow, client, self._queue, held)
-            yield
+        await self._check_rate(flow, client, limits)
+        self._enter(flow, client, self._requests, limits.concurrency, ConcurrencyLimited, held)
+        if upload:
+            self._enter(flow, client, self._uploads, limits.uploads, UploadsLimited, held)
+        if self._queue is not None:
+            await self._wait_for_slot(flow, client, self._queue, held)
 
     async def _check_rate(self, flow: Flow, client: str, limits: ClientLimits) -> None:
         if limits.rate is None:
@@ -213,21 +212,19 @@ class Admission:
         counter: _Counter,
         limit: int | None,
         error: type[Throttled],
-        held: contextlib.AsyncExitStack,
+        held: _Held,
     ) -> None:
         if counter.try_enter(client, limit):
-            held.callback(counter.leave, client)
+            held.append(lambda: counter.leave(client))
         else:
             self._refuse(flow, client, error(1))
 
-    async def _wait_for_slot(
-        self, flow: Flow, client: str, queue: FairQueue, held: contextlib.AsyncExitStack
-    ) -> None:
+    async def _wait_for_slot(self, flow: Flow, client: str, queue: FairQueue, held: _Held) -> None:
         if self._policy.shadow:  # never wait; count what a full queue would refuse
             if queue.holders >= queue.capacity + queue.size:
                 self._refuse(flow, client, UpstreamQueueFull(QUEUE_RETRY_AFTER))
             queue.holders += 1
-            held.callback(_leave_shadow, queue)
+            held.append(lambda: _leave_shadow(queue))
             return
         started = time.perf_counter()
         try:
@@ -237,8 +234,8 @@ class Admission:
         finally:
             metrics.QUEUE_WAIT.observe(time.perf_counter() - started)
         metrics.IN_FLIGHT.inc()
-        held.callback(metrics.IN_FLIGHT.dec)
-        held.callback(queue.release)
+        held.append(metrics.IN_FLIGHT.dec)
+        held.append(queue.release)
 
     def _refuse(self, flow: Flow, client: str, error: Throttled) -> None:
         """Raise ``error``, or in shadow mode only note it (the first one) and carry on."""
@@ -251,6 +248,36 @@ class Admission:
 
 def _leave_shadow(queue: FairQueue) -> None:
     queue.holders -= 1
+
+
+_Held = list[Callable[[], object]]  # what to give back, in the order taken
+
+
+class _Admitted:
+    """The slots one request holds; given back, last taken first, however the request ends.
+
+    A class rather than ``asynccontextmanager`` + ``AsyncExitStack``: those cost ~7 µs a request."""
+
+    __slots__ = ("_admission", "_client", "_flow", "_held", "_upload")
+
+    def __init__(self, admission: Admission, flow: Flow, client: str, upload: bool) -> None:
+        self._admission, self._flow, self._client, self._upload = admission, flow, client, upload
+        self._held: _Held = []
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._admission._take_slots(self._flow, self._client, self._upload, self._held)
+        except BaseException:
+            self._give_back()
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self._give_back()
+
+    def _give_back(self) -> None:
+        held = self._held
+        while held:
+            held.pop()()
 
 
 def _buckets(config: Config) -> Buckets:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -48,6 +50,9 @@ MAX_HEAD = 256 * 1024  # bytes of ProGet's answer head (status line and headers)
 KEEP_IDLE = 15.0  # seconds an idle pooled connection is kept (ProGet's IIS/Kestrel keep theirs 120 s)
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent (RFC 9110)
 _NO_BODY_STATUS = frozenset({204, 304})
+SAY_WHY_EVERY = 10.0  # seconds between two log lines saying why ProGet cannot be reached
+
+log = logging.getLogger("proget_gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +421,7 @@ class UpstreamClient:
         self._ssl: ssl.SSLContext | None = None
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._said = -SAY_WHY_EVERY
 
     async def start(self) -> None:
         if self._tls:
@@ -444,10 +450,20 @@ class UpstreamClient:
                     server_hostname=self._host if self._ssl else None,
                 )
         except TimeoutError:
+            self._say_why("no connection within timeouts.connect")
             raise UpstreamTimeout() from None
-        except OSError:  # refused, unreachable, DNS (gaierror) and TLS (SSLError) failures
+        except OSError as exc:  # refused, unreachable, DNS (gaierror) and TLS (SSLError) failures
+            self._say_why(getattr(exc, "reason", None) or exc.strerror or type(exc).__name__)
             raise UpstreamUnreachable() from None
         return conn
+
+    def _say_why(self, reason: str) -> None:
+        """Tell the operator why ProGet cannot be reached (the client only sees upstream_unreachable),
+        at most once every :data:`SAY_WHY_EVERY` seconds. The reason names no request and no secret."""
+        now = time.monotonic()
+        if now - self._said >= SAY_WHY_EVERY:
+            self._said = now
+            log.warning("upstream %s:%d cannot be reached: %s", self._host, self._port, reason)
 
     def _take(self) -> _Connection | None:
         """The most recently used idle connection still open and fresh, if any."""
@@ -498,9 +514,7 @@ class UpstreamClient:
                 conn.write(request.head + request.body if request.body else request.head)
             else:
                 conn.write(request.head)
-                writer = conn.loop.create_task(
-                    _send_body(conn, body, request.chunked, timeouts.write)
-                )
+                writer = conn.loop.create_task(_send_body(conn, body, request.chunked, timeouts.write))
                 writer.add_done_callback(_on_writer_done)
             while not conn.head_done:
                 if conn.error is not None:

@@ -10,14 +10,22 @@ stall and stale pooled connection ends in our own error, quickly.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import resource
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +37,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from gateway.settings import Timeouts, UpstreamSettings
+from gateway.settings import Timeouts, Tls, UpstreamSettings
 from gateway.upstream import HIGH_WATER, MAX_HEAD, UpstreamClient, UpstreamRequest, encode_head
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -625,3 +633,86 @@ def test_health_reads_progets_document(run: Callable[[Coroutine[Any, Any, Any]],
             return result
 
     assert run(scenario()) == (True, {"serviceStatus": "OK"})
+
+
+# -- TLS to ProGet --------------------------------------------------------------------------------------
+
+
+def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test CA"))
+        .issuer_name(name("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("proget"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+@pytest.mark.parametrize(("trust", "expected"), [("ca", 200), ("none", "unreachable"), ("unverified", 200)])
+def test_tls_to_proget_verifies_the_configured_ca(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    tmp_path: Path,
+    trust: str,
+    expected: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    tls = {"ca": Tls(ca_file=ca), "none": Tls(), "unverified": Tls(verify=False)}[trust]
+
+    async def scenario() -> Any:
+        server = await asyncio.start_server(answering(OK, OK), "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(UpstreamSettings(url=f"https://127.0.0.1:{port}", tls=tls))
+        await client.start()
+        try:
+            first = await fetch(client, get())
+            assert await fetch(client, get()) == first  # the pooled TLS connection is reused
+            return first[0]
+        except UpstreamUnreachable:
+            with pytest.raises(UpstreamUnreachable):
+                await fetch(client, get())
+            return "unreachable"
+        finally:
+            await client.close()
+            server.close()
+
+    assert run(scenario()) == expected
+    said = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(said) == (0 if expected == 200 else 1)  # one line says why; the 2nd failure is quiet
+    assert expected == 200 or "CERTIFICATE_VERIFY_FAILED" in said[0]

@@ -89,7 +89,9 @@ def test_request_rewrite_strips_and_injects() -> None:
     view = client_view("192.0.2.7", "http", HEAD, headers, CONFIG)
     req = rewrite_request("POST", t, headers, HEAD, creds, KEY, view, CONFIG, "rid")
     assert req.target == "/api/json/Feeds_GetFeeds?a=1"
-    assert req.head.startswith(b"POST /api/json/Feeds_GetFeeds?a=1 HTTP/1.1\r\ncontent-type: application/json\r\n")
+    assert req.head.startswith(
+        b"POST /api/json/Feeds_GetFeeds?a=1 HTTP/1.1\r\ncontent-type: application/json\r\n"
+    )
     assert req.body == b"{}"
     assert req.headers == [
         ("content-type", "application/json"),
