@@ -6,13 +6,14 @@ real sockets, real framing and the real audit output; every process started here
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvloop
 import yaml
 
 from gateway.settings import token_hash
@@ -225,3 +227,19 @@ def gateway(gateway_session: Gateway) -> Gateway:
 def client(gateway: Gateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=10, trust_env=False) as c:
         yield c
+
+
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request: pytest.FixtureRequest) -> Run:
+    """Run a coroutine on each event loop the gateway runs on: uvloop (the default) and asyncio's own."""
+    factory = LOOPS[request.param]
+
+    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(coro)
+
+    return runner

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,20 +24,7 @@ from gateway.http1 import HIGH_WATER, Server, Site
 from gateway.pipeline import RAW_TARGET
 from gateway.settings import Limits
 from gateway.types import Message, Receive, Scope, Send
-
-LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = LOOPS[request.param]
-
-    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(coro)
-
-    return runner
+from tests.e2e.conftest import Run
 
 
 class Recorder:

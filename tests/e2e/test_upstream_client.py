@@ -15,13 +15,12 @@ import ipaddress
 import resource
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,21 +38,10 @@ from gateway.errors import (
 )
 from gateway.settings import Timeouts, Tls, UpstreamSettings
 from gateway.upstream import HIGH_WATER, MAX_HEAD, UpstreamClient, UpstreamRequest, encode_head
+from tests.e2e.conftest import Run
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    factory = LOOPS[request.param]
-
-    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(coro)
-
-    return runner
 
 
 class Server:
@@ -162,7 +150,7 @@ header_text = st.text(
     body=st.binary(max_size=3000),
 )
 def test_the_bytes_sent_are_the_serialized_head_and_body(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
     path: str,
     headers: list[tuple[str, str]],
     body: bytes,
@@ -196,7 +184,7 @@ def test_only_origin_form_targets_are_sent(target: str) -> None:
 CHUNKED = b"5\r\nhello\r\n11170\r\n" + b"x" * 70000 + b"\r\n0\r\n\r\n"
 
 
-def test_a_chunked_upload_is_framed_and_terminated(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_a_chunked_upload_is_framed_and_terminated(run: Run) -> None:
     async def parts() -> AsyncIterator[bytes]:
         for part in (b"hello", b"", b"x" * 70000):
             yield part
@@ -225,7 +213,7 @@ def test_a_chunked_upload_is_framed_and_terminated(run: Callable[[Coroutine[Any,
 
 
 def test_keep_alive_reuses_one_connection_for_every_framing(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     answers = [
         OK,
@@ -245,7 +233,7 @@ def test_keep_alive_reuses_one_connection_for_every_framing(
     assert connections == 1
 
 
-def test_interim_answers_leave_no_headers_behind(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_interim_answers_leave_no_headers_behind(run: Run) -> None:
     async def scenario() -> list[tuple[bytes, bytes]]:
         answer = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n"
         async with upstream(answering(answer)) as (_, client):
@@ -257,7 +245,7 @@ def test_interim_answers_leave_no_headers_behind(run: Callable[[Coroutine[Any, A
 
 
 def test_a_head_answer_has_no_body_and_keeps_the_connection(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", OK]
 
@@ -270,7 +258,7 @@ def test_a_head_answer_has_no_body_and_keeps_the_connection(
 
 
 def test_a_close_delimited_body_ends_at_eof_and_the_connection_is_not_reused(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
@@ -286,7 +274,7 @@ def test_a_close_delimited_body_ends_at_eof_and_the_connection_is_not_reused(
 
 
 def test_bytes_after_an_answer_keep_the_connection_out_of_the_pool(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def scenario() -> tuple[int, list[tuple[int, bytes]]]:
         async with upstream(answering(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!", OK)) as (
@@ -307,7 +295,7 @@ def test_bytes_after_an_answer_keep_the_connection_out_of_the_pool(
     data=st.data(),
 )
 def test_any_segmentation_of_any_framing_delivers_the_body_exactly(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
     body: bytes,
     framing: str,
     cuts: list[int],
@@ -363,9 +351,7 @@ def test_any_segmentation_of_any_framing_delivers_the_body_exactly(
     ],
     ids=["malformed_chunk", "truncated_chunk", "truncated_length"],
 )
-def test_a_broken_body_fails_the_read_at_once(
-    run: Callable[[Coroutine[Any, Any, Any]], Any], answer: bytes
-) -> None:
+def test_a_broken_body_fails_the_read_at_once(run: Run, answer: bytes) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
         writer.write(answer)
@@ -393,9 +379,7 @@ def test_a_broken_body_fails_the_read_at_once(
     ],
     ids=["two_lengths", "switching_protocols", "obs_fold", "bad_status", "not_http"],
 )
-def test_an_answer_that_is_not_clean_http_is_refused(
-    run: Callable[[Coroutine[Any, Any, Any]], Any], answer: bytes
-) -> None:
+def test_an_answer_that_is_not_clean_http_is_refused(run: Run, answer: bytes) -> None:
     async def scenario() -> None:
         async with upstream(answering(answer)) as (_, client):
             with pytest.raises(UpstreamError):
@@ -404,7 +388,7 @@ def test_an_answer_that_is_not_clean_http_is_refused(
     run(scenario())
 
 
-def test_an_endless_head_is_cut_off_in_bounded_memory(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_an_endless_head_is_cut_off_in_bounded_memory(run: Run) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
@@ -423,7 +407,7 @@ def test_an_endless_head_is_cut_off_in_bounded_memory(run: Callable[[Coroutine[A
     assert grown_mib < 3 * MAX_HEAD / (1 << 20) + 16, grown_mib
 
 
-def test_many_headers_are_capped_like_a_long_one(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_many_headers_are_capped_like_a_long_one(run: Run) -> None:
     answer = (
         b"HTTP/1.1 200 OK\r\n"
         + b"".join(b"X-%d: v\r\n" % i for i in range(40000))
@@ -438,7 +422,7 @@ def test_many_headers_are_capped_like_a_long_one(run: Callable[[Coroutine[Any, A
     run(scenario())
 
 
-def test_no_answer_is_a_timeout_after_read(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_no_answer_is_a_timeout_after_read(run: Run) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
 
@@ -452,7 +436,7 @@ def test_no_answer_is_a_timeout_after_read(run: Callable[[Coroutine[Any, Any, An
     assert 0.25 < run(scenario()) < 2.0
 
 
-def test_a_stall_between_chunks_aborts_after_read(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_a_stall_between_chunks_aborts_after_read(run: Run) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
@@ -467,7 +451,7 @@ def test_a_stall_between_chunks_aborts_after_read(run: Callable[[Coroutine[Any, 
 
 
 def test_an_upstream_that_stops_reading_an_upload_is_cut_off_after_write(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def endless() -> AsyncIterator[bytes]:
         while True:
@@ -491,7 +475,7 @@ def test_an_upstream_that_stops_reading_an_upload_is_cut_off_after_write(
 
 
 def test_an_early_answer_is_relayed_while_the_upload_goes_on(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
@@ -520,7 +504,7 @@ def test_an_early_answer_is_relayed_while_the_upload_goes_on(
 
 
 def test_an_upload_that_breaks_on_the_clients_side_raises_that_error(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def broken() -> AsyncIterator[bytes]:
         yield b"a" * 1000
@@ -549,7 +533,7 @@ def stale_after_first() -> Script:
 
 @pytest.mark.parametrize(("method", "retried"), [("GET", True), ("DELETE", True), ("POST", False)])
 def test_a_reused_connection_closed_before_answering_is_retried_only_when_idempotent(
-    run: Callable[[Coroutine[Any, Any, Any]], Any], method: str, retried: bool
+    run: Run, method: str, retried: bool
 ) -> None:
     async def scenario() -> tuple[Any, int]:
         async with upstream(stale_after_first()) as (server, client):
@@ -565,7 +549,7 @@ def test_a_reused_connection_closed_before_answering_is_retried_only_when_idempo
 
 
 def test_an_idle_connection_closed_by_proget_is_not_taken(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
@@ -582,7 +566,7 @@ def test_an_idle_connection_closed_by_proget_is_not_taken(
 
 
 def test_a_slow_reader_pauses_proget_instead_of_buffering(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
 ) -> None:
     size = 64 << 20
 
@@ -610,7 +594,7 @@ def test_a_slow_reader_pauses_proget_instead_of_buffering(
     assert held <= HIGH_WATER + (1 << 20), held
 
 
-def test_a_refused_connection_is_unreachable(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_a_refused_connection_is_unreachable(run: Run) -> None:
     async def scenario() -> None:
         async with upstream(answering()) as (server, _):
             url = server.url
@@ -622,7 +606,7 @@ def test_a_refused_connection_is_unreachable(run: Callable[[Coroutine[Any, Any, 
     run(scenario())
 
 
-def test_health_reads_progets_document(run: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+def test_health_reads_progets_document(run: Run) -> None:
     document = b'{"serviceStatus":"OK"}'
     answer = b"HTTP/1.1 500 Error\r\nContent-Length: %d\r\n\r\n%b" % (len(document), document)
 
@@ -684,7 +668,7 @@ def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.parametrize(("trust", "expected"), [("ca", 200), ("none", "unreachable"), ("unverified", 200)])
 def test_tls_to_proget_verifies_the_configured_ca(
-    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    run: Run,
     tmp_path: Path,
     trust: str,
     expected: Any,
