@@ -185,6 +185,8 @@ class Exchange:
     def _head(self, status: int, headers: Any) -> bytes:
         """The status line and headers; refuses a header that would not frame as one line."""
         lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Status\r\n" % status]
+        if status in _NO_BODY_STATUS:
+            self.no_body = True  # a 304's Content-Length describes the entity, not this answer
         framed = False
         for name, value in headers:
             lowered = name.lower()

@@ -169,8 +169,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._parser is not None and not self.complete:
-            if self.head_done and self.until_close and exc is None:
-                self.complete = True  # a close-delimited body ends here
+            if self.head_done and self.until_close and exc is None and self.error is None:
+                self.complete = True  # a close-delimited body ends here (unless the exchange had failed)
             elif not self.head_done:
                 self._fail(UpstreamUnreachable())
             else:

@@ -143,8 +143,9 @@ def response(status: int, headers: list[tuple[bytes, bytes]], *bodies: bytes) ->
         ("HEAD", response(200, [(b"content-length", b"5")]), b"content-length: 5\r\n\r\n"),
         ("GET", response(204, []), b"HTTP/1.1 204 No Content\r\n\r\n"),
         ("GET", response(304, [(b"etag", b'"1"')]), b'etag: "1"\r\n\r\n'),
+        ("GET", response(304, [(b"content-length", b"99")]), b"content-length: 99\r\n\r\n"),
     ],
-    ids=["length", "chunked", "head", "no_content", "not_modified"],
+    ids=["length", "chunked", "head", "no_content", "not_modified", "not_modified_with_length"],
 )
 def test_answers_are_framed_exactly_and_the_connection_kept(
     run: Run, method: str, answer: list[Message], expected: bytes

@@ -519,6 +519,37 @@ def test_an_upload_that_breaks_on_the_clients_side_raises_that_error(
     run(scenario())
 
 
+def test_a_close_delimited_answer_to_a_broken_upload_never_looks_complete(run: Run) -> None:
+    """ProGet answers early with a body that ends at close; the client's upload then breaks: the
+    gateway's own abort closes the connection, and that close is not the body's end."""
+    release = asyncio.Event()
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"a" * 1000
+        await release.wait()
+        raise ClientAborted()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head_only(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> bytes:
+        async with upstream(script) as (_, client):
+            request = UpstreamRequest("PUT", "/up", [("host", "p"), ("content-length", "5000")], None)
+            response = await client.open(request, broken())
+            got = b""
+            with pytest.raises(ClientAborted):
+                async for chunk in response.chunks():
+                    got += chunk
+                    release.set()
+            response.close()
+            return got
+
+    assert run(scenario()) == b"partial"
+
+
 def stale_after_first() -> Script:
     """Answers one request, then closes the connection on the next without a byte (ProGet's idle close)."""
 
