@@ -16,7 +16,8 @@ What it guarantees, each with its own test (tests/e2e/test_connections.py, test_
   :data:`MAX_TRAILER_BYTES`), a body nobody will read after an early answer (``linger``).
 - A refusal made here is our JSON error with an audit line, and is never written into a response
   that is owed or streaming on the connection. Trailers are never merged into the checked headers.
-- Pipelined requests run one at a time, in order; an upgrade is answered over HTTP/1.1 and closed.
+- Pipelined requests run one at a time, in order, at most :data:`MAX_PIPELINED` waiting (one read
+  can hold a thousand small heads); an upgrade is answered over HTTP/1.1 and closed.
 - Backpressure both ways: reading pauses while :data:`HIGH_WATER` bytes of body wait for the app,
   and ``send`` waits while the client is not reading.
 - A small answer is one write: the head is held until the first body bytes.
@@ -49,6 +50,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_TRAILER_BYTES = 8 * 1024  # bytes the parser may hold of a body's framing (trailers, extensions)
 HIGH_WATER = 64 * 1024  # request body bytes waiting for the app before reading from the client pauses
+MAX_PIPELINED = 64  # requests parsed and waiting behind the one being answered (apt pipelines 10)
 _NO_BODY_STATUS = frozenset({204, 304})
 _STATUS_LINES = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus if s.value >= 200
@@ -382,6 +384,8 @@ class Connection(asyncio.Protocol):
             and parser.should_keep_alive()
             and not (self.expect_100 or upgrading or self.site.closing)
         )
+        if len(self.pipeline) >= MAX_PIPELINED:  # each waiting request holds its head in memory
+            raise _HeadRefused(FramingInvalid(f"More than {MAX_PIPELINED} pipelined requests."))
         exchange = Exchange(self, scope, keep_alive, self.expect_100)
         self.reading = exchange
         if self.serving is None:
@@ -426,8 +430,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not self.parsing:
-            self.close()  # refused while this response streamed: close now it is done
+        if not self.parsing and not self.pipeline:
+            self.close()  # refused while answers were owed: close once the last is done
             return
         if not self.pipeline and exchange.more_body:
             self._linger()  # answered before the request's body was read
@@ -463,10 +467,10 @@ class Connection(asyncio.Protocol):
         """Refuse what the parser saw; this connection reads no more requests.
 
         With no response owed, the refusal is written and the connection closed. Otherwise nothing
-        is written (it would land inside that response): if the running request's own body broke,
-        the connection is closed and the app sees the client gone (its audit line records it);
-        else the request being refused is a pipelined one, audited here, and the connection is
-        closed once the running response ends.
+        is written (it would land inside a response): if the running request's own body broke, the
+        connection is closed and the app sees the client gone (its audit line records it); else the
+        request being refused is a pipelined one, audited here; the requests parsed before it are
+        still answered, in order, and the connection closes after the last of them.
         """
         self.parsing = False
         self._stop_head_clock()
@@ -475,7 +479,9 @@ class Connection(asyncio.Protocol):
         if running and not self.pipeline and self.head_done and reading is not None and reading.more_body:
             self.close()
             return
-        self.pipeline.clear()
+        last = self.pipeline[-1] if self.pipeline else self.serving
+        if last is not None:
+            last.keep_alive = False  # the requests already parsed are answered; the last says close
         flow = Flow(request_id=new_request_id(), method="-", peer=self.peer[0] if self.peer else "-")
         flow.fail(error)
         audit.emit(flow)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.http1 import HIGH_WATER, Server, Site
+from gateway.http1 import HIGH_WATER, MAX_PIPELINED, Server, Site
 from gateway.pipeline import RAW_TARGET
 from gateway.settings import Limits
 from gateway.types import Message, Receive, Scope, Send
@@ -309,3 +309,21 @@ def test_a_graceful_stop_finishes_what_runs_and_cancels_what_outlives_it(run: Ru
     short, long, cancelled = run(scenario())
     assert short.startswith(b"HTTP/1.1 200") and b"connection: close" in short and short.endswith(b"ok")
     assert long == b"" and cancelled
+
+
+def test_pipelined_requests_beyond_the_cap_are_refused_not_held(run: Run) -> None:
+    """One write can carry hundreds of small heads; at most MAX_PIPELINED wait behind the running
+    one, the rest is refused (audited) and the connection closes after the answers it owes."""
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)
+        for message in response(200, [(b"content-length", b"2")], b"ok"):
+            await send(message)
+
+    async def scenario() -> bytes:
+        async with serving(slow) as (_, port):
+            return await exchange(port, [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n" * 500])
+
+    data = run(scenario())
+    assert data.count(b"HTTP/1.1 200 OK") == MAX_PIPELINED + 1, data.count(b"HTTP/1.1 200 OK")
+    assert b"HTTP/1.1 400" not in data  # nothing is written into the answers owed
