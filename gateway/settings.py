@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 from base64 import b64encode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -785,6 +786,9 @@ def build_config(
     redis_url = _resolve_redis_url(raw, base or Path.cwd()) if resolve_keys else None
     problems += [redis_url] if isinstance(redis_url, str) else []
     problems += _tracing_problems(raw, os.environ if env is None else env)
+    if settings is not None:
+        settings, ca_problems = _with_ca_file(settings, base or Path.cwd())
+        problems += ca_problems
     if problems or settings is None:
         raise ConfigError(source, _unique(problems))
     settings = settings.model_copy(
@@ -794,6 +798,22 @@ def build_config(
     documents = {name: d for name, d in jwks_files.items() if isinstance(d, dict)}
     config = _freeze(settings, resolved, source, documents)
     return replace(config, redis_url=redis_url) if isinstance(redis_url, SecretStr) else config
+
+
+def _with_ca_file(settings: Settings, base: Path) -> tuple[Settings, list[str]]:
+    """``upstream.tls.ca_file`` read from the config's folder, and loaded once here so that a missing
+    or unreadable bundle is a config problem (``check``, start and reload alike), not a traceback."""
+    tls = settings.upstream.tls
+    if tls.ca_file is None:
+        return settings, []
+    path = in_folder(base, tls.ca_file)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        reason = "no PEM certificate in it" if isinstance(exc, ssl.SSLError) else exc.strerror or str(exc)
+        return settings, [f"upstream.tls.ca_file: {path} cannot be read as CA certificates ({reason})"]
+    upstream = settings.upstream.model_copy(update={"tls": tls.model_copy(update={"ca_file": path})})
+    return settings.model_copy(update={"upstream": upstream}), []
 
 
 def in_folder(base: Path, path: Path) -> Path:

@@ -10,8 +10,6 @@ stall and stale pooled connection ends in our own error, quickly.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import resource
 import ssl
 import time
@@ -21,10 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.settings import Timeouts, Tls, UpstreamSettings
 from gateway.upstream import HIGH_WATER, MAX_HEAD, UpstreamClient, UpstreamRequest, encode_head
+from tests.certs import certificates
 from tests.e2e.conftest import Run
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -653,50 +648,6 @@ def test_health_reads_progets_document(run: Run) -> None:
 # -- TLS to ProGet --------------------------------------------------------------------------------------
 
 
-def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("test CA"))
-        .issuer_name(name("test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("proget"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
-
-
 @pytest.mark.parametrize(("trust", "expected"), [("ca", 200), ("none", "unreachable"), ("unverified", 200)])
 def test_tls_to_proget_verifies_the_configured_ca(
     run: Run,
@@ -705,7 +656,7 @@ def test_tls_to_proget_verifies_the_configured_ca(
     expected: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = certificates(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     tls = {"ca": Tls(ca_file=ca), "none": Tls(), "unverified": Tls(verify=False)}[trust]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import ConfigError, TokenRecord, build_config, load_config, token_hash
+from tests.certs import certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = "sha256:" + token_hash("pgw_t")
@@ -194,3 +195,25 @@ def test_tracing_must_say_where_spans_go_and_carries_no_credential() -> None:
     assert (tracing_wanted(plain, {}), tracing_wanted(traced, {})) == (False, True)
     assert tracing_wanted(plain, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
     assert not tracing_wanted(traced, {"OTEL_SDK_DISABLED": "true"})
+
+
+def test_the_upstream_ca_file_is_read_from_the_config_folder_and_must_load(tmp_path: Path) -> None:
+    """A missing or unreadable bundle is a config problem (check, start and reload), not a traceback."""
+    ca, _, _ = certificates(tmp_path)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+
+    def with_ca(name: str) -> dict[str, Any]:
+        raw = copy.deepcopy(GOOD)
+        raw["upstream"] = {"url": "https://proget.internal", "tls": {"ca_file": name}}
+        return raw
+
+    config = build_config(with_ca(ca.name), env=ENV, base=tmp_path)
+    assert config.settings.upstream.tls.ca_file == ca  # relative: from the config's folder
+    for name, reason in [("missing.pem", "No such file"), ("junk.pem", "no PEM certificate in it")]:
+        with pytest.raises(ConfigError) as info:
+            build_config(with_ca(name), env=ENV, base=tmp_path)
+        assert [p for p in info.value.problems if p.startswith("upstream.tls.ca_file:")] == [
+            f"upstream.tls.ca_file: {tmp_path / name} cannot be read as CA certificates ({reason}"
+            + ("" if reason != "No such file" else " or directory")
+            + ")"
+        ]
