@@ -313,6 +313,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _fresh(conn: _Connection) -> bool:
+    return not conn.closed and conn.idle_since > conn.loop.time() - KEEP_IDLE
+
+
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_exception(UpstreamTimeout())
@@ -419,7 +423,7 @@ class UpstreamClient:
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._tls else 80)
         self._ssl: ssl.SSLContext | None = None
-        self._idle: list[_Connection] = []
+        self._idle: deque[_Connection] = deque()  # most recently used on the right
         self._open: set[_Connection] = set()
         self._said = -SAY_WHY_EVERY
 
@@ -468,23 +472,26 @@ class UpstreamClient:
     def _take(self) -> _Connection | None:
         """The most recently used idle connection still open and fresh, if any."""
         idle = self._idle
-        if not idle:
-            return None
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.idle_since > conn.loop.time() - KEEP_IDLE:
+            if _fresh(conn):
                 return conn
             conn.abort()
         return None
 
     def release(self, conn: _Connection) -> None:
+        """Pool the connection if the exchange ended cleanly; drop the stale ones at the pool's old end
+        (after a burst, the connections it opened would otherwise stay listed until taken)."""
         self._open.discard(conn)
         reusable = conn.reusable()
         conn.finish()
-        if reusable:
-            self._idle.append(conn)
-        else:
+        if not reusable:
             conn.abort()
+            return
+        idle = self._idle
+        idle.append(conn)
+        while not _fresh(idle[0]):
+            idle.popleft().abort()
 
     async def open(self, request: UpstreamRequest, body: AsyncIterable[bytes] | None) -> UpstreamResponse:
         """Send the request (streaming ``body`` when the request carries no rewritten body)."""

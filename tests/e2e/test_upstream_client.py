@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import upstream as upstream_module
 from gateway.errors import (
     ClientAborted,
     HeaderInvalid,
@@ -492,7 +493,7 @@ def test_an_early_answer_is_relayed_while_the_upload_goes_on(
             got = (response.status, await response.read_small())
             release.set()
             response.close()  # the upload was not finished: the connection is dropped, not pooled
-            assert client._idle == []
+            assert not client._idle
             return (*got, server.connections)
 
     assert run(scenario()) == (413, b"big", 1)
@@ -589,6 +590,22 @@ def test_an_idle_connection_closed_by_proget_is_not_taken(
             return await fetch(client, get(method="POST", body=b"{}"))
 
     assert run(scenario()) == (200, b"ok")
+
+
+def test_connections_left_by_a_burst_leave_the_pool_when_stale(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream_module, "KEEP_IDLE", 0.3)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with upstream(answering(*[OK] * 5)) as (server, client):
+            await asyncio.gather(*(fetch(client, get()) for _ in range(5)))
+            after_burst = len(client._idle)
+            await asyncio.sleep(0.4)  # every pooled connection is now older than KEEP_IDLE
+            await fetch(client, get())
+            return after_burst, len(client._idle), server.connections
+
+    assert run(scenario()) == (5, 1, 6)
 
 
 def test_a_slow_reader_pauses_proget_instead_of_buffering(
