@@ -38,13 +38,25 @@ _PERCENT_DECODES = 3  # twice by the client, once more by the form or query it s
 _JSON_DECODES = 1
 
 
-@functools.lru_cache(maxsize=4096)
+CACHED_SECRET_BYTES = 2048  # gateway tokens, ProGet keys, service-account JWTs; longer ones are rebuilt
+
+
 def forms(secret: bytes) -> frozenset[bytes]:
     """The lowercased needles for one secret: raw, hex, base64 (both alphabets, every alignment).
 
-    Cached: a client presents the same credential on every request, and building its forms was
-    ~5 µs of each one (bench/README.md). The cache holds what requests already hold in memory and is
-    bounded; nothing reads it but this function."""
+    Cached for secrets up to :data:`CACHED_SECRET_BYTES`: a client presents the same credential on
+    every request, and building its forms was ~5 µs of each one (bench/README.md). Credentials are
+    read before anyone is authenticated, so the cache is bounded by entry size as well as by count
+    (about 4 MiB at most): unbounded, 4,096 distinct 30 KB values from strangers held 850 MiB."""
+    return _cached_forms(secret) if len(secret) <= CACHED_SECRET_BYTES else _forms(secret)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_forms(secret: bytes) -> frozenset[bytes]:
+    return _forms(secret)
+
+
+def _forms(secret: bytes) -> frozenset[bytes]:
     raw = secret.lower()
     found = {raw, secret.hex().encode("ascii")}
     for prefix in range(3):

@@ -44,7 +44,7 @@ from gateway.workload_identity import JwtVerifier
 if TYPE_CHECKING:
     from gateway.tracing import Tracer
 
-RAW_TARGET = "proget_gateway.raw_target"  # scope key set by gateway.server with the request line's target
+RAW_TARGET = "proget_gateway.raw_target"  # scope key set by gateway.http1 with the request line's target
 
 
 class StreamAborted(Exception):

@@ -61,12 +61,24 @@ _BY_FIRST: dict[str | None, tuple[SecretRoute, ...]] = {
 _LONGEST = max(len(r.prefix) for r in SECRET_ROUTES)
 
 
-@functools.lru_cache(maxsize=8192)
 def secret_route(path: str) -> SecretRoute | None:
     """The secret-bearing route ``path`` reaches in any reading, or None.
 
-    Cached by path (bounded): the generous reading (decode, NFKC, fold) was ~8 µs of every request,
-    and clients repeat their paths. The answer depends on the path alone."""
+    Cached by path for paths up to :data:`CACHED_PATH_CHARS` (bounded by count and entry size, about
+    3 MiB at most): the generous reading (decode, NFKC, fold) was ~8 µs of every request, and clients
+    repeat their paths. The answer depends on the path alone."""
+    return _cached_route(path) if len(path) <= CACHED_PATH_CHARS else _route(path)
+
+
+CACHED_PATH_CHARS = 256
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_route(path: str) -> SecretRoute | None:
+    return _route(path)
+
+
+def _route(path: str) -> SecretRoute | None:
     segments = _generous_segments(path, _LONGEST)
     if not segments:
         return None
