@@ -108,7 +108,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.reused = False
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
@@ -146,7 +145,7 @@ class _Connection(asyncio.Protocol):
         if not self.head_done:
             self.head_bytes += len(data)
             if self.head_bytes > 2 * MAX_HEAD:  # what llhttp may buffer is bounded before it parses
-                self._fail(UpstreamError("ProGet's answer head is too large."))
+                self.fail(UpstreamError("ProGet's answer head is too large."))
                 return
         try:
             parser.feed_data(data)
@@ -154,9 +153,9 @@ class _Connection(asyncio.Protocol):
             if isinstance(exc.__context__, _Extra) or self.complete:
                 self.keep_alive = False
             else:
-                self._fail(self._broken(exc.__context__))
+                self.fail(self._broken(exc.__context__))
         except httptools.HttpParserError:
-            self._fail(self._broken(None))
+            self.fail(self._broken(None))
 
     def _broken(self, cause: BaseException | None) -> GatewayError:
         if isinstance(cause, GatewayError):
@@ -172,10 +171,10 @@ class _Connection(asyncio.Protocol):
             if self.head_done and self.until_close and exc is None and self.error is None:
                 self.complete = True  # a close-delimited body ends here (unless the exchange had failed)
             elif not self.head_done:
-                self._fail(UpstreamUnreachable())
+                self.fail(UpstreamUnreachable())
             else:
-                self._fail(UpstreamAborted())
-        self._wake()
+                self.fail(UpstreamAborted())
+        self.wake()
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -211,7 +210,7 @@ class _Connection(asyncio.Protocol):
         )
         if self.no_body:
             self.complete, self.keep_alive = True, parser.should_keep_alive()
-        self._wake()
+        self.wake()
 
     def on_body(self, body: bytes) -> None:
         if self.no_body:
@@ -221,7 +220,7 @@ class _Connection(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        self.wake()
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -232,7 +231,7 @@ class _Connection(asyncio.Protocol):
         parser = self._parser
         self.complete = True
         self.keep_alive = parser is not None and parser.should_keep_alive()
-        self._wake()
+        self.wake()
 
     # -- the exchange -------------------------------------------------------------------------------
 
@@ -240,17 +239,14 @@ class _Connection(asyncio.Protocol):
         self._start(no_body)
         self._parser = httptools.HttpResponseParser(self)
 
-    def _fail(self, error: GatewayError) -> None:
+    def fail(self, error: GatewayError) -> None:
+        """End the exchange with ``error`` (a broken answer, or an upload that could not be sent)."""
         if self.error is None and not self.complete:
             self.error = error
         self.abort()
-        self._wake()
+        self.wake()
 
-    def fail_writing(self, error: GatewayError) -> None:
-        """The request body could not be sent (the client's body broke, or ProGet stopped taking it)."""
-        self._fail(error)
-
-    def _wake(self) -> None:
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -304,7 +300,6 @@ class _Connection(asyncio.Protocol):
     def finish(self) -> None:
         """The exchange is over: the connection is idle now (the pool decides whether it is kept)."""
         self._parser = None
-        self.reused = True
         self.idle_since = self.loop.time()
 
     def abort(self) -> None:
@@ -399,18 +394,18 @@ async def _send_body(
         if chunked:
             conn.write(b"0\r\n\r\n")
     except GatewayError as exc:
-        conn.fail_writing(exc)
+        conn.fail(exc)
         raise
     except Exception:
-        conn.fail_writing(UpstreamAborted())
+        conn.fail(UpstreamAborted())
         raise
     finally:
-        conn._wake()
+        conn.wake()
 
 
 def _on_writer_done(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
-        task.exception()  # retrieved: the error already reached the exchange through fail_writing
+        task.exception()  # retrieved: the error already reached the exchange through fail()
 
 
 class UpstreamClient:
