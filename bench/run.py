@@ -51,6 +51,9 @@ PROXY_CORE, LOAD_CORE = "1", "0"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+OWN = "own transport, no checks"  # bench/own_relay.py: gateway.http1 + gateway.upstream only
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -393,9 +396,20 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
             str(port),
         ]
 
+    def own_transport(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "bench/own_relay.py",
+            "--upstream",
+            f"http://127.0.0.1:{up_port}",
+            "--port",
+            str(port),
+        ]
+
     candidates: dict[str, Callable[[int], list[str]]] = {
         "nginx proxy_pass": lambda p: ["nginx", "-c", str(nginx_conf(tmp, p, proxy_body(up_port)))],
         "bare relay (uvicorn+aiohttp)": relay,
+        OWN: own_transport,
         "naive Starlette + httpx": lambda p: [
             sys.executable,
             "bench/naive_proxy.py",
@@ -509,10 +523,11 @@ def ratios(
     drift: tuple[float, float, int, float] | None,
     traced: tuple[Load, Load],
 ) -> None:
-    gw, relay, nginx = (
+    gw, relay, nginx, own = (
         results["proget-gateway"],
         results["bare relay (uvicorn+aiohttp)"],
         results["nginx proxy_pass"],
+        results[OWN],
     )
     jwt_ = results["proget-gateway (JWT)"]
     print("\nIssue 9 targets, from this run\n")
@@ -522,6 +537,11 @@ def ratios(
         ("gateway p99, ms (target ≤ 25)", f"{gw.p99_ms:.1f}"),
         ("JWT client ÷ token client, req/s (target ≥ 0.9)", f"{jwt_.rps / gw.rps:.2f}"),
         ("gateway CPU µs/req; relay; nginx", f"{gw.cpu_us:.0f}; {relay.cpu_us:.0f}; {nginx.cpu_us:.0f}"),
+        ("own transport, no checks ÷ bare relay, req/s", f"{own.rps / relay.rps:.2f}"),
+        (
+            "CPU µs/req of the checks, audit and metrics (gateway minus own transport)",
+            f"{gw.cpu_us - own.cpu_us:.0f} of {gw.cpu_us:.0f}",
+        ),
     ]
     off, on = traced
     lines.append(

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
+import orjson
+
 from gateway.errors import GatewayError
 from gateway.needles import Needles
 from gateway.redact import redact_fields
@@ -133,7 +135,22 @@ class _Clock:
 
 
 _clock = _Clock()
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for the process, not one per line
+_ascii_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder for the process, not one per line
+
+
+def encode_line(fields: dict[str, object]) -> str:
+    """The audit line as compact JSON, always pure ASCII (whatever stdout's encoding, no line is lost).
+
+    orjson takes ~0.4 µs where ``json`` took ~4.5 µs of every request (bench/README.md). orjson writes
+    non-ASCII as UTF-8 and refuses lone surrogates and integers beyond 64 bits; a line with any of
+    these (rare: a claim or a client name in another script) goes through ``json`` with
+    ``ensure_ascii``, which escapes them. For ASCII lines both give the same bytes.
+    """
+    try:
+        line = orjson.dumps(fields)
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, an int beyond 64 bits
+        return _ascii_json(fields)
+    return line.decode("ascii") if line.isascii() else _ascii_json(fields)
 
 
 class _Writer:
@@ -182,7 +199,7 @@ def emit(flow: Flow) -> dict[str, object]:
     """Queue the request's audit line (written within this event-loop iteration); return its fields,
     redacted, for the request's trace."""
     fields = event(flow)
-    _writer.add(_encode(fields))
+    _writer.add(encode_line(fields))
     return fields
 
 

@@ -45,6 +45,7 @@ AUTH_FAILURES = Counter(
 BYTES = Counter(
     "proget_gateway_body_bytes", "Body bytes relayed, by direction.", ["direction"], registry=REGISTRY
 )
+_BYTES_IN, _BYTES_OUT = BYTES.labels("in"), BYTES.labels("out")  # bound once: labels() was ~1 µs a request
 
 # --- limits that protect ProGet (gateway/admission.py) ---------------------------------------------
 LIMIT_REFUSALS = Counter(
@@ -153,9 +154,9 @@ def observe(flow: Flow) -> None:
         elif flow.error.status == 401:
             AUTH_FAILURES.labels(flow.error.code).inc()
     if flow.bytes_in:
-        BYTES.labels("in").inc(flow.bytes_in)
+        _BYTES_IN.inc(flow.bytes_in)
     if flow.bytes_out:
-        BYTES.labels("out").inc(flow.bytes_out)
+        _BYTES_OUT.inc(flow.bytes_out)
 
 
 def publish_lifetimes(config: Config) -> None:

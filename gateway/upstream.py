@@ -118,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.no_body = no_body
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.content_length: int | None = None
         self.head_done = False
         self.head_bytes = 0  # bytes received before the head was parsed
         self.header_bytes = 0  # bytes of header lines, 1xx answers included
@@ -205,9 +206,8 @@ class _Connection(asyncio.Protocol):
             self.interim, self.headers = True, []  # header_bytes keeps counting: 1xx heads are capped too
             return
         self.status, self.head_done = status, True
-        self.until_close = (
-            not self.no_body and status not in _NO_BODY_STATUS and _close_delimited(self.headers)
-        )
+        self.content_length, close_delimited = _framing(self.headers)
+        self.until_close = not self.no_body and status not in _NO_BODY_STATUS and close_delimited
         if self.no_body:
             self.complete, self.keep_alive = True, parser.should_keep_alive()
         self.wake()
@@ -317,15 +317,26 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(UpstreamTimeout())
 
 
-def _close_delimited(headers: list[tuple[bytes, bytes]]) -> bool:
-    """No Content-Length and no Transfer-Encoding: the body runs until ProGet closes (RFC 9112 6.3)."""
-    return not any(name.lower() in (b"content-length", b"transfer-encoding") for name, _ in headers)
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """Read once per answer: the declared length (only when exactly one valid Content-Length and no
+    Transfer-Encoding), and whether the body runs until ProGet closes (neither header, RFC 9112 6.3)."""
+    lengths: list[bytes] = []
+    chunked = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            lengths.append(value)
+        elif lowered == b"transfer-encoding":
+            chunked = True
+    if len(lengths) != 1 or chunked or not lengths[0].strip().isdigit():
+        return None, not lengths and not chunked
+    return int(lengths[0]), False
 
 
 class UpstreamResponse:
     """ProGet's answer: status and headers as received, the body read whole or as it arrives."""
 
-    __slots__ = ("_client", "_conn", "_writer", "headers", "read_timeout", "status")
+    __slots__ = ("_client", "_conn", "_writer", "content_length", "headers", "read_timeout", "status")
 
     def __init__(
         self, client: UpstreamClient, conn: _Connection, writer: asyncio.Task[None] | None, read: float
@@ -333,15 +344,9 @@ class UpstreamResponse:
         self._client, self._conn, self._writer = client, conn, writer
         self.status = conn.status
         self.headers = conn.headers
+        self.content_length = conn.content_length  # None: chunked, close-delimited or not one valid value
         self.read_timeout = read
 
-    @property
-    def content_length(self) -> int | None:
-        lengths = [v for n, v in self.headers if n.lower() == b"content-length"]
-        chunked = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
-        if len(lengths) != 1 or chunked or not lengths[0].strip().isdigit():
-            return None
-        return int(lengths[0])
 
     async def read_small(self) -> bytes:
         """Read a body already known to be small (Content-Length under the streaming threshold)."""
