@@ -347,7 +347,6 @@ class UpstreamResponse:
         self.content_length = conn.content_length  # None: chunked, close-delimited or not one valid value
         self.read_timeout = read
 
-
     async def read_small(self) -> bytes:
         """Read a body already known to be small (Content-Length under the streaming threshold)."""
         conn = self._conn
