@@ -119,17 +119,19 @@ class Needles:
 
     forms: tuple[bytes, ...] = ()
     pattern: re.Pattern[bytes] | None = None
+    shortest: int = 0  # the shortest form's length: no decoding of a shorter haystack can hold one
 
     @classmethod
     def of(cls, secrets: Iterable[bytes], *, compiled: bool = False) -> Needles:
         found = tuple({f for s in secrets if s for f in forms(s)})
-        return cls(found, _compile(found) if compiled and found else None)
+        return cls(found, _compile(found) if compiled and found else None, _shortest(found))
 
     def adding(self, secret: bytes) -> Needles:
         """These needles and ``secret``'s (the same object when ``secret`` is already covered)."""
         if not secret or secret.lower() in self.forms:
             return self
-        return Needles(tuple({*self.forms, *forms(secret)}))
+        found = tuple({*self.forms, *forms(secret)})
+        return Needles(found, None, _shortest(found))
 
     def __bool__(self) -> bool:
         return bool(self.forms)
@@ -139,14 +141,16 @@ class Needles:
 
     def found_in(self, data: bytes) -> bool:
         """Whether any form of any secret occurs in ``data`` or in any of its decodings."""
-        if not self.forms:
-            return False
-        text = data.lower()
-        if self._hit(text):
+        if not self.forms or len(data) < self.shortest:
+            return False  # lowering keeps the length and every decoding shortens: no form fits
+        if self.pattern is not None:  # case-insensitive: no lowered copy of every response header
+            if self.pattern.search(data) is not None:
+                return True
+        elif self._hit(data.lower()):
             return True
-        if b"%" not in text and b"\\" not in text:
+        if b"%" not in data and b"\\" not in data:
             return False  # the usual case: nothing to decode
-        return any(self._hit(decoded) for decoded in islice(decodings(text), 1, None))
+        return any(self._hit(decoded) for decoded in islice(decodings(data), 1, None))
 
     def _hit(self, text: bytes) -> bool:
         if self.pattern is not None:
@@ -157,5 +161,12 @@ class Needles:
         return False
 
 
+def _shortest(found: tuple[bytes, ...]) -> int:
+    return min(map(len, found), default=0)
+
+
 def _compile(found: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    return re.compile(b"|".join(re.escape(f) for f in sorted(found, key=len, reverse=True)))
+    """One alternation, longest first; ASCII case-insensitive like ``bytes.lower()`` (half the cost of
+    lowering a header and searching it)."""
+    alternatives = b"|".join(re.escape(f) for f in sorted(found, key=len, reverse=True))
+    return re.compile(alternatives, re.IGNORECASE)

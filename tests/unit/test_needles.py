@@ -73,3 +73,19 @@ def test_decodings_undo_stacked_escapes(text: bytes, reading: bytes) -> None:
 
 def test_no_decoding_without_an_escape_character() -> None:
     assert list(decodings(b"ABC")) == [b"abc"]
+
+
+@given(
+    secret=secrets,
+    haystack=st.binary(max_size=80) | st.text(alphabet='%5cCu0041\\"/abcAB', max_size=80).map(str.encode),
+    compiled=st.booleans(),
+)
+def test_the_length_shortcut_and_the_compiled_pattern_answer_like_a_search_of_every_decoding(
+    secret: bytes, haystack: bytes, compiled: bool
+) -> None:
+    """``found_in`` skips haystacks shorter than the shortest form and searches a compiled pattern
+    case-insensitively; both must agree with a plain search of every lowered decoding."""
+    needles = Needles.of([secret], compiled=compiled)
+    for data in (haystack, haystack[:3] + secret + haystack[3:], secret[: len(secret) // 2]):
+        expected = any(form in reading for reading in decodings(data) for form in needles.forms)
+        assert needles.found_in(data) is expected
