@@ -97,7 +97,7 @@ def process(args: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[
 DOWNLOAD, UPLOAD = "/api/packages/bench/download", "/api/packages/bench/upload"
 
 
-def nginx_conf(tmp: Path, port: int, body: str) -> Path:
+def nginx_conf(tmp: Path, port: int, body: str, upstream: str = "") -> Path:
     conf = tmp / f"nginx-{port}.conf"
     conf.write_text(
         f"""
@@ -107,6 +107,7 @@ http {{
   access_log off; sendfile on; keepalive_requests 1000000;
   client_body_temp_path {tmp}/body-{port}; proxy_temp_path {tmp}/proxy-{port};
   fastcgi_temp_path {tmp}/f-{port}; uwsgi_temp_path {tmp}/u-{port}; scgi_temp_path {tmp}/s-{port};
+  {upstream}
   server {{ listen 127.0.0.1:{port} backlog=4096; {body} }}
 }}
 """
@@ -125,11 +126,17 @@ def upstream_body(tmp: Path) -> str:
 """
 
 
-def proxy_body(upstream: int) -> str:
-    return f"""
+def proxy_upstream(upstream: int) -> str:
+    """A pool of kept-alive connections to the upstream, like every proxy row here has: without an
+    ``upstream`` block nginx opens a new connection per request (14,000 req/s at 69 µs here)."""
+    return f"upstream proget {{ server 127.0.0.1:{upstream}; keepalive 64; }}"
+
+
+def proxy_body() -> str:
+    return """
     client_max_body_size 0;
-    location / {{ proxy_pass http://127.0.0.1:{upstream}; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_request_buffering off; proxy_buffering off; proxy_buffer_size 256k; proxy_buffers 4 256k; proxy_busy_buffers_size 512k; }}
+    location / { proxy_pass http://proget; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_request_buffering off; proxy_buffering off; proxy_buffer_size 256k; proxy_buffers 4 256k; proxy_busy_buffers_size 512k; }
 """
 
 
@@ -407,7 +414,11 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         ]
 
     candidates: dict[str, Callable[[int], list[str]]] = {
-        "nginx proxy_pass": lambda p: ["nginx", "-c", str(nginx_conf(tmp, p, proxy_body(up_port)))],
+        "nginx proxy_pass": lambda p: [
+            "nginx",
+            "-c",
+            str(nginx_conf(tmp, p, proxy_body(), proxy_upstream(up_port))),
+        ],
         "bare relay (uvicorn+aiohttp)": relay,
         OWN: own_transport,
         "naive Starlette + httpx": lambda p: [
