@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import socket
-from typing import Any
 
 import uvloop
+from relay import client_body
 
 from gateway.http1 import Server, Site
 from gateway.pipeline import RAW_TARGET
@@ -35,18 +35,11 @@ class OwnRelay:
         streamed = scope["method"] in ("PUT", "POST")
         chunked = streamed and not any(k == "content-length" for k, _ in headers)
 
-        async def body() -> Any:
-            more = True
-            while more:
-                message = await receive()
-                yield message.get("body", b"")
-                more = message.get("more_body", False)
-
         if chunked:
             headers.append(("transfer-encoding", "chunked"))
         target = scope[RAW_TARGET].decode("latin-1")
         request = UpstreamRequest(scope["method"], target, [("host", self.host), *headers], None, chunked)
-        response = await self.client.open(request, body() if streamed else None)
+        response = await self.client.open(request, client_body(receive) if streamed else None)
         try:
             length = response.content_length
             out = [

@@ -8,12 +8,22 @@ work, so "gateway req/s ÷ relay req/s" is the price of every check the gateway 
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import uvicorn
 
 HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"host", b"content-length"})
+
+
+async def client_body(receive: Any) -> AsyncIterator[bytes]:
+    """The client's body as the ASGI server hands it over, chunk by chunk."""
+    more = True
+    while more:
+        message = await receive()
+        yield message.get("body", b"")
+        more = message.get("more_body", False)
 
 
 class Relay:
@@ -34,14 +44,7 @@ class Relay:
         query = scope["query_string"].decode()
         target = scope["path"] + ("?" + query if query else "")
 
-        async def body() -> Any:
-            more = True
-            while more:
-                message = await receive()
-                yield message.get("body", b"")
-                more = message.get("more_body", False)
-
-        data = body() if scope["method"] in ("PUT", "POST") else None
+        data = client_body(receive) if scope["method"] in ("PUT", "POST") else None
         assert self.session is not None
         async with self.session.request(scope["method"], target, headers=headers, data=data) as resp:
             out = [(k, v) for k, v in resp.raw_headers if k.lower() not in HOP]

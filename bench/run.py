@@ -393,25 +393,18 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         config = gateway_config(tmp, up_port, port, creds.jwks, clients, rules, tracing)
         return [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
 
-    def relay(port: int) -> list[str]:
-        return [
+    def script(name: str) -> Callable[[int], list[str]]:
+        """A relay in bench/ listening on the port it is given, forwarding to the nginx upstream."""
+        return lambda port: [
             sys.executable,
-            "bench/relay.py",
+            f"bench/{name}",
             "--upstream",
             f"http://127.0.0.1:{up_port}",
             "--port",
             str(port),
         ]
 
-    def own_transport(port: int) -> list[str]:
-        return [
-            sys.executable,
-            "bench/own_relay.py",
-            "--upstream",
-            f"http://127.0.0.1:{up_port}",
-            "--port",
-            str(port),
-        ]
+    relay, own_transport = script("relay.py"), script("own_relay.py")
 
     candidates: dict[str, Callable[[int], list[str]]] = {
         "nginx proxy_pass": lambda p: [
