@@ -110,11 +110,16 @@ class Gateway:
                 lines.append(json.loads(raw))
         return lines
 
-    def last_audit(self, request_id: str | None = None, timeout: float = 3.0) -> dict[str, Any]:
+    def last_audit(
+        self, request_id: str | None = None, timeout: float = 3.0, *, after: int | None = None
+    ) -> dict[str, Any]:
+        """The audit line of ``request_id``; without one, the last line, and with ``after`` (a count of
+        ``audit_lines()`` taken before the request) only a line written since: a line is queued after
+        the response is sent, so a client can read the log before its own request's line is there."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lines = self.audit_lines()
-            if request_id is None and lines:
+            if request_id is None and len(lines) > (after or 0):
                 return lines[-1]
             matches = [line for line in lines if line["request_id"] == request_id]
             if matches:

@@ -434,9 +434,10 @@ def test_chunked_upload_streams(gateway: Gateway, client: httpx.Client) -> None:
 
 
 def test_upstream_abort_breaks_the_client_stream(gateway: Gateway, client: httpx.Client) -> None:
+    lines = len(gateway.audit_lines())
     with pytest.raises(httpx.HTTPError):
         client.get("/__standin/abort?size=1000000&after=100000", headers={"X-ApiKey": TOKEN_CI})
-    audit = gateway.last_audit()
+    audit = gateway.last_audit(after=lines)
     assert (audit["decision"], audit["reason"], audit["status"]) == ("error", "upstream_aborted", 200)
 
 

@@ -56,7 +56,7 @@ def test_two_gib_upload_streams(gateway: Gateway, tmp_path: Path) -> None:
 
 
 def test_client_disconnect_cancels_upstream_download(gateway: Gateway) -> None:
-    before = gateway.standin.cancelled
+    before, lines = gateway.standin.cancelled, len(gateway.audit_lines())
     with (
         httpx.Client(timeout=10) as client,
         client.stream(
@@ -69,7 +69,7 @@ def test_client_disconnect_cancels_upstream_download(gateway: Gateway) -> None:
     while gateway.standin.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gateway.standin.cancelled == before + 1
-    audit = gateway.last_audit()
+    audit = gateway.last_audit(after=lines)
     assert audit["reason"] == "client_aborted"
 
 
@@ -117,7 +117,8 @@ def test_read_timeout_counts_from_the_end_of_the_upload(
             f"{gw.url}/api/packages/internal/upload", headers=auth, content=paced(), timeout=20
         )
         assert upload.status_code == 201, upload.text
-        assert gw.last_audit()["duration_ms"] > 1500  # the upload outlasted the read timeout
+        # the upload outlasted the read timeout
+        assert gw.last_audit(upload.headers["x-request-id"])["duration_ms"] > 1500
         slow = httpx.get(f"{gw.url}/__standin/slow?seconds=3", headers=auth, timeout=10)
         assert slow.status_code == 504  # ...which still applies to ProGet's answer
     finally:

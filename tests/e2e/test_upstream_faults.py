@@ -82,6 +82,16 @@ def broken_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[G
         yield gw
 
 
+def request_id(received: bytes) -> str:
+    """The x-request-id of a raw answer (its audit line's key)."""
+    head = received.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")
+        if line.lower().startswith("x-request-id:")
+    )
+
+
 def fetch(gateway: Gateway) -> tuple[bytes, float]:
     """One GET on a raw socket, read until the gateway closes; what arrived and how long it took."""
     host, port = gateway.url.removeprefix("http://").split(":")
@@ -109,7 +119,7 @@ def test_a_broken_upstream_body_aborts_the_clients_stream_at_once(broken_gateway
         assert b"transfer-encoding: chunked" in head.lower()
         assert not body.endswith(b"0\r\n\r\n")
     assert elapsed < BREAK_AFTER + 1.0, elapsed
-    assert broken_gateway.last_audit()["reason"] == "upstream_aborted"
+    assert broken_gateway.last_audit(request_id(head))["reason"] == "upstream_aborted"
 
 
 def test_a_body_that_ends_when_proget_closes_is_not_an_abort(tmp_path: Path) -> None:
@@ -121,4 +131,4 @@ def test_a_body_that_ends_when_proget_closes_is_not_an_abort(tmp_path: Path) -> 
         _, _, body = received.partition(b"\r\n\r\n")
         assert received.startswith(b"HTTP/1.1 200"), received[:200]
         assert body.endswith(b"0\r\n\r\n")  # re-chunked by the gateway, terminated
-        assert gw.last_audit()["reason"].startswith("rule:")
+        assert gw.last_audit(request_id(received))["reason"].startswith("rule:")
