@@ -13,6 +13,7 @@ import socket
 import uvloop
 from relay import client_body
 
+from gateway.forward import SMALL  # a small answer of known length is sent whole, in one write
 from gateway.http1 import Server, Site
 from gateway.pipeline import RAW_TARGET
 from gateway.settings import Limits, UpstreamSettings
@@ -20,7 +21,6 @@ from gateway.types import Receive, Scope, Send
 from gateway.upstream import UpstreamClient, UpstreamRequest
 
 HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"host", b"content-length"})
-SMALL = 64 * 1024  # like gateway.forward: a small answer of known length is sent whole, in one write
 
 
 class OwnRelay:

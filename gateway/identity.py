@@ -43,7 +43,7 @@ async def identify(credentials: Credentials, config: Config, verifier: JwtVerifi
         and "." in token
         and (cached := cached_match(token, verifier))
     ):
-        return _jwt_identity(cached)  # verified before: only a JWT gets into that cache
+        return _jwt_identity(cached)
     if looks_like_jwt(token):
         if verifier is None or not config.jwt_clients:
             raise TokenUnknown()

@@ -15,7 +15,8 @@ Two halves, so that neither has to enumerate what the other covers:
   undone on the haystack instead: percent-decoding (up to three times: twice by the client, once by
   the form or query holding it) and JSON ``\\u``, ``\\"``, ``\\\\`` and ``\\/`` escapes. These only
   run when the haystack holds a ``%`` or a ``\\``, so ordinary traffic pays for one ``lower()`` and one
-  search per needle (one search in all when the needles are compiled).
+  search per needle (when the needles are compiled, one case-insensitive search and no ``lower()``). A
+  haystack shorter than the shortest needle is not searched at all: no decoding makes text longer.
 
 Everything is compared lowercased: case never hides a secret (hex and the raw token in any case), and a
 lowercased base64 needle from a real token (tens of characters) is still far too specific to match by
