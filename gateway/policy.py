@@ -9,6 +9,7 @@ names match case-insensitively because ProGet's routing does: `/NuGet/Internal` 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,7 +38,7 @@ def decide(client: ClientSettings, method: str, target: Target, config: Config) 
     secret = secret_route(target.path)
     if secret is not None and not secret.nameable:
         raise SecretRouteBlocked()
-    for index, rule in enumerate(client.rules):
+    for index, rule in _candidates(client, method, config):
         if rule_matches(rule, method, target, secret):
             return Decision(client.name, index, rule.key, f"rule {index} of client {client.name!r}")
     if secret is not None:
@@ -46,6 +47,14 @@ def decide(client: ClientSettings, method: str, target: Target, config: Config) 
             f"{client.name!r} that names this route in its paths allows {method} on it."
         )
     raise NoMatchingRule(f"No rule of client {client.name!r} allows {method} on this path.")
+
+
+def _candidates(client: ClientSettings, method: str, config: Config) -> Iterable[tuple[int, Rule]]:
+    """The client's rules that can match ``method``, in order (``Config.rules_by_method``); every rule
+    for a method the index does not hold or a client that is not the config's own."""
+    indexed = config.rules_by_method.get(client.name) if config.clients.get(client.name) is client else None
+    found = indexed.get(method) if indexed is not None else None
+    return found if found is not None else enumerate(client.rules)
 
 
 def _check_native_allowed(target: Target, config: Config) -> None:

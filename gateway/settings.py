@@ -23,7 +23,7 @@ from base64 import b64encode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import jwt as pyjwt
@@ -617,6 +617,20 @@ class TokenRecord:
     not_after: float | None = None  # POSIX seconds; None: no end
 
 
+RuleCandidates = tuple[tuple[int, Rule], ...]
+
+
+def _rules_by_method(rules: tuple[Rule, ...]) -> dict[str, RuleCandidates]:
+    """Per method, the rules that can match it, in order: a request is tried only against those, so
+    a client's hundred PUT rules cost its GETs nothing (issue 9's cost curve: ~15 µs at 100 rules)."""
+    return {
+        method: tuple(
+            (i, rule) for i, rule in enumerate(rules) if rule.methods is None or method in rule.methods
+        )
+        for method in get_args(Method)
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything the running gateway needs, validated and immutable."""
@@ -632,6 +646,8 @@ class Config:
     jwks_files: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # client name -> JWKS document
     redis_url: SecretStr | None = field(default=None, repr=False)  # rate_limit.redis, resolved
     generation: int = 1  # 1 at start, +1 per successful reload (gateway/reload.py)
+    # client name -> method -> (index, rule) of the rules that can match that method, in order
+    rules_by_method: Mapping[str, Mapping[str, RuleCandidates]] = field(default_factory=dict)
 
 
 def _freeze(
@@ -655,6 +671,7 @@ def _freeze(
         source=source,
         jwt_clients=tuple(c for c in settings.clients if c.jwt is not None),
         jwks_files=jwks_files,
+        rules_by_method={c.name: _rules_by_method(c.rules) for c in settings.clients},
     )
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.canonical import Route, Target
-from gateway.errors import NativeMethodNotAllowed, NoMatchingRule
-from gateway.policy import decide, glob_regex
+from gateway.errors import GatewayError, NativeMethodNotAllowed, NoMatchingRule
+from gateway.policy import decide, glob_regex, rule_matches
 from gateway.settings import build_config, token_hash
 
 
@@ -97,3 +99,49 @@ def test_globs(pattern: str, yes: list[str], no: list[str]) -> None:
     regex = glob_regex(pattern)
     assert all(regex.fullmatch(p) for p in yes)
     assert not any(regex.fullmatch(p) for p in no)
+
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_RULES = st.lists(
+    st.fixed_dictionaries(
+        {"key": st.just("read")},
+        optional={
+            "methods": st.lists(st.sampled_from(_METHODS), min_size=1, max_size=3, unique=True),
+            "paths": st.lists(st.sampled_from(["/a/**", "/a/b", "/*/b", "/c/**"]), min_size=1, max_size=2),
+        },
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=_RULES,
+    method=st.sampled_from([*_METHODS, "PROPFIND", "get"]),
+    path=st.sampled_from(["/a/b", "/a", "/x/b", "/c/d/e", "/"]),
+)
+def test_the_method_index_picks_what_a_scan_of_every_rule_picks(
+    rules: list[dict[str, Any]], method: str, path: str
+) -> None:
+    """Whatever the rules and the method (one outside the index too), the decision is the first rule of
+    all, in order, that matches: the per-method index only skips rules that cannot."""
+    config = build_config(
+        {**RAW, "clients": [{"name": "c", "tokens": RAW["clients"][0]["tokens"], "rules": rules}]}, env={}
+    )
+    client, t = config.clients["c"], target(path)
+    expected = next((i for i, rule in enumerate(client.rules) if rule_matches(rule, method, t)), None)
+    try:
+        got: int | None = decide(client, method, t, config).rule
+    except GatewayError:
+        got = None
+    assert got == expected
+
+
+def test_a_client_that_is_not_the_configs_own_is_scanned_whole() -> None:
+    """A same-named client from elsewhere (a test, the explain command) is never judged by the index of
+    the config's client of that name."""
+    other = build_config(
+        {**RAW, "clients": [{**RAW["clients"][0], "rules": [{"methods": ["DELETE"], "key": "push"}]}]}, env={}
+    )
+    assert decide(other.clients["ci"], "DELETE", target("/x"), CONFIG).key == "push"
