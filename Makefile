@@ -17,6 +17,7 @@ lint: install
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/ruff format --check gateway tests bench
 	$(VENV)/bin/mypy
+	MYPYPATH=bench $(VENV)/bin/mypy bench/*.py
 
 test: system-deps check deploy
 

@@ -21,7 +21,20 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import KEY, TOKEN, free_port, nginx_conf, process, upstream_body, wait_port, wrk
+from run import (
+    BEARER,
+    KEY,
+    LOAD_CORE,
+    PROXY_CORE,
+    TOKEN,
+    free_port,
+    nginx_conf,
+    pinned,
+    process,
+    upstream_body,
+    wait_port,
+    wrk,
+)
 
 from gateway.settings import token_hash
 
@@ -72,19 +85,27 @@ def main() -> int:
             "--appendonly",
             "no",
         ]
-        with process(nginx, up_port, log), process(redis, redis_port, log):
-            print(f"{os.cpu_count()} CPUs; wrk -t2 -c32 -d{args.seconds}s GET /api/small")
+        # as in bench/run.py: the gateway alone on its core; nginx, redis-server and wrk on the other
+        with (
+            process(pinned(LOAD_CORE, nginx), up_port, log),
+            process(pinned(LOAD_CORE, redis), redis_port, log),
+        ):
+            print(f"{os.cpu_count()} CPUs; wrk -t1 -c32 -d{args.seconds}s GET /api/small")
             print(f"{'mode':<12} {'req/s':>9} {'p50':>9} {'p99':>9} {'vs off':>8}")
             baseline = 0.0
             for mode in ("limits off", "local", "redis"):
                 port = free_port()
                 command = [sys.executable, "-m", "gateway", "serve", "--config"]
-                with process([*command, str(config(tmp, up_port, port, mode, redis_port))], port, log):
+                gateway = pinned(PROXY_CORE, [*command, str(config(tmp, up_port, port, mode, redis_port))])
+                with process(gateway, port, log):
                     wait_port(port)
-                    wrk(port, 1)  # warm up
-                    rps, p50, p99 = wrk(port, args.seconds)
+                    wrk(port, 1, BEARER)  # warm up
+                    rps, p50, p99, _ = wrk(port, args.seconds, BEARER)
                 baseline = baseline or rps
-                print(f"{mode:<12} {rps:>9.0f} {p50:>9} {p99:>9} {rps / baseline - 1:>+8.1%}", flush=True)
+                print(
+                    f"{mode:<12} {rps:>9.0f} {p50:>7.2f}ms {p99:>7.2f}ms {rps / baseline - 1:>+8.1%}",
+                    flush=True,
+                )
     return 0
 
 
