@@ -10,8 +10,9 @@ its size; Redis expires a key after the time a bucket takes to refill from empty
 The store is keyed by the configured client name, so it can never hold more than the configured clients.
 
 Redis: one Lua script per decision (atomic, no read-modify-write race between replicas), run by
-EVALSHA with a fallback to EVAL (redis-py's ``Script``), on the server's clock (``TIME``) so replicas'
-clocks cannot disagree about refill; a bounded connection pool and a deadline per call. Any failure is
+EVALSHA (loaded again if Redis forgot it), the decisions of one event-loop turn in one pipeline, on
+the server's clock (``TIME``) so replicas' clocks cannot disagree about refill; a bounded connection
+pool and a deadline per decision. Any failure is
 reported as ``BackendError``; the caller applies ``on_backend_error``. redis-py reconnects by itself on
 the next call, so recovery needs nothing from us.
 """
@@ -19,6 +20,7 @@ the next call, so recovery needs nothing from us.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.settings import Rate, RedisSettings
 
@@ -137,7 +139,15 @@ return {allowed, tostring(tokens), tostring(wait)}
 
 
 class RedisBuckets:
-    """Buckets in Redis, one atomic script call per decision, bounded in time and connections."""
+    """Buckets in Redis, one atomic script call per decision, bounded in time and connections.
+
+    The decisions asked for in one turn of the event loop travel together: one pipeline, one pooled
+    connection, one round trip. Under load many requests reach admission in the same turn, and
+    redis-py's per-call path (pool, packing, parsing) is what a decision costs: ~83 µs of CPU for a
+    lone script call against ~30 µs each in a pipeline of 16 (bench/README.md, "Cost of the limits").
+    Each decision still has its own deadline and its own answer; a batch that fails fails each of its
+    decisions with ``BackendError``.
+    """
 
     def __init__(self, url: str, settings: RedisSettings) -> None:
         self._timeout = settings.timeout
@@ -151,18 +161,71 @@ class RedisBuckets:
             retry=Retry(NoBackoff(), 0),  # the caller decides; a retry would only stretch the deadline
         )
         self._redis = aioredis.Redis(connection_pool=pool)
-        self._script = self._redis.register_script(_SCRIPT)
+        self._sha = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # Redis's name for it
+        self._waiting: list[tuple[str, Rate, asyncio.Future[Decision]]] = []  # for the next batch
+        self._sending: set[asyncio.Task[None]] = set()  # batches on the wire (a reference each)
 
     async def take(self, client: str, rate: Rate) -> Decision:
-        key = f"{self._prefix}:rl:{client}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Decision] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._send_waiting)  # after every request of this turn has asked
+        self._waiting.append((f"{self._prefix}:rl:{client}", rate, answer))
         try:
             async with asyncio.timeout(self._timeout):
-                allowed, remaining, wait = await self._script(
-                    keys=[key], args=[repr(rate.per_second), rate.burst]
-                )
+                return await answer
+        except TimeoutError:
+            raise BackendError("TimeoutError") from None
+
+    def _send_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[str, Rate, asyncio.Future[Decision]]]) -> None:
+        """One pipeline for the batch; each answer (or error) to its own caller, if it still waits."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                replies = await self._run_script(batch)
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
-            raise BackendError(type(exc).__name__) from None  # the message could carry the URL
-        return Decision(bool(int(allowed)), float(remaining), float(wait))
+            replies = [exc] * len(batch)  # the message could carry the URL: only the type is passed on
+        for (_, _, answer), reply in zip(batch, replies, strict=True):
+            if not answer.done():  # its caller may have given up at its own deadline
+                _answer(answer, reply)
+
+    async def _run_script(self, batch: list[tuple[str, Rate, asyncio.Future[Decision]]]) -> list[object]:
+        """EVALSHA for each decision; a Redis that does not know the script (restarted, flushed) is
+        given it once and asked again. redis-py's own script helper on a pipeline asks ``SCRIPT
+        EXISTS`` first on every batch: a round trip each time for what is nearly always known."""
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, rate, _ in batch:
+                pipe.evalsha(self._sha, 1, key, repr(rate.per_second), rate.burst)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(reply, NoScriptError) for reply in replies):
+                return replies
+            await self._redis.script_load(_SCRIPT)
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         await self._redis.aclose()
+
+
+def _answer(answer: asyncio.Future[Decision], reply: object) -> None:
+    """The script's ``[allowed, remaining, wait]`` as a decision; anything else is the backend's error,
+    never a guessed decision."""
+    if isinstance(reply, BaseException):
+        answer.set_exception(BackendError(type(reply).__name__))
+        return
+    try:
+        if not isinstance(reply, list) or len(reply) != 3:
+            raise TypeError("not the script's answer")
+        allowed, remaining, wait = int(reply[0]), float(reply[1]), float(reply[2])
+    except (TypeError, ValueError) as exc:
+        answer.set_exception(BackendError(type(exc).__name__))
+        return
+    answer.set_result(Decision(bool(allowed), remaining, wait))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,7 @@ from gateway.ratelimit import (
     Decision,
     LocalBuckets,
     RedisBuckets,
+    _answer,
     rate_headers,
     retry_after,
     take,
@@ -219,6 +222,105 @@ def test_redis_down_is_a_backend_error_within_the_timeout() -> None:
             await store.close()
 
     assert asyncio.run(scenario()) < 0.5
+
+
+def test_decisions_asked_for_together_go_to_redis_in_one_pipeline(redis_server: RedisServer) -> None:
+    """Forty requests of one turn: one round trip, and still exactly ``burst`` of them allowed on the
+    shared bucket; another client's bucket in the same batch is its own."""
+    slow = Rate(per_second=0.001, burst=5)
+
+    async def scenario() -> tuple[list[Decision], list[Decision], int]:
+        store = RedisBuckets(redis_server.url, RedisSettings(url="redis://unused", prefix="batch", timeout=1))
+        sent = 0
+        send = store._send
+
+        async def counted(batch: Any) -> None:
+            nonlocal sent
+            sent += 1
+            await send(batch)
+
+        store._send = counted  # type: ignore[method-assign]
+        try:
+            shared = asyncio.gather(*(store.take("shared", slow) for _ in range(40)))
+            other = asyncio.gather(*(store.take("other", slow) for _ in range(3)))
+            return await shared, await other, sent
+        finally:
+            await store.close()
+
+    shared, other, sent = asyncio.run(scenario())
+    assert sent == 1
+    assert sum(d.allowed for d in shared) == 5
+    assert all(d.allowed for d in other)
+
+
+def test_a_redis_that_forgot_the_script_is_given_it_again(redis_server: RedisServer) -> None:
+    """After SCRIPT FLUSH (or a restart) the next batch loads the script and still decides, on the
+    same bucket: five allowed in all, then refused."""
+    slow = Rate(per_second=0.001, burst=5)
+
+    async def scenario() -> list[bool]:
+        store = RedisBuckets(redis_server.url, RedisSettings(url="redis://unused", prefix="flush", timeout=1))
+        admin = aioredis.Redis.from_url(redis_server.url)
+        try:
+            first = await asyncio.gather(*(store.take("f", slow) for _ in range(3)))
+            await admin.script_flush()
+            assert await admin.script_exists(store._sha) == [False]
+            second = await asyncio.gather(*(store.take("f", slow) for _ in range(3)))
+            return [d.allowed for d in first + second]
+        finally:
+            await admin.aclose()
+            await store.close()
+
+    assert asyncio.run(scenario()) == [True] * 5 + [False]
+
+
+@pytest.mark.parametrize("size", [1, 8])
+def test_a_stalled_redis_fails_each_waiting_decision_at_its_deadline_and_recovers(size: int) -> None:
+    """redis-server stopped (SIGSTOP) with decisions in flight: every caller gets BackendError within
+    its deadline, none hangs; once it runs again, decisions come back."""
+
+    async def scenario(server: RedisServer) -> tuple[list[BaseException | Decision], float, Decision]:
+        store = RedisBuckets(server.url, RedisSettings(url="redis://unused", prefix="stall", timeout=0.2))
+        loop = asyncio.get_running_loop()
+        try:
+            await store.take("warm", RATE)  # connected before the stall
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            started = loop.time()
+            try:
+                stalled = await asyncio.gather(
+                    *(store.take(f"c{i}", RATE) for i in range(size)), return_exceptions=True
+                )
+                elapsed = loop.time() - started
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            for _ in range(50):
+                with contextlib.suppress(BackendError):
+                    return stalled, elapsed, await store.take("after", RATE)
+                await asyncio.sleep(0.05)
+            raise AssertionError("no decision after redis-server came back")
+        finally:
+            await store.close()
+
+    server = RedisServer().start()
+    try:
+        stalled, elapsed, after = asyncio.run(scenario(server))
+    finally:
+        server.stop()
+    assert [type(d) for d in stalled] == [BackendError] * size
+    assert elapsed < 1.0
+    assert after.allowed
+
+
+@pytest.mark.parametrize("reply", [[1, b"4"], b"OK", [b"x", b"1", b"0"], None])
+def test_a_reply_that_is_not_the_scripts_answer_is_a_backend_error(reply: object) -> None:
+    async def scenario() -> None:
+        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        _answer(answer, reply)
+        with pytest.raises(BackendError):
+            await answer
+
+    asyncio.run(scenario())
 
 
 # --- config ---------------------------------------------------------------------------------------------
