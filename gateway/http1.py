@@ -41,6 +41,7 @@ from gateway import audit, metrics
 from gateway.audit import Flow
 from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, RequestTimeout, TargetTooLong
 from gateway.framing import parser_refusal
+from gateway.outbox import outbox
 from gateway.pipeline import RAW_TARGET, StreamAborted, new_request_id
 from gateway.responses import error_response_bytes
 from gateway.settings import Limits
@@ -249,6 +250,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, site: Site) -> None:
         self.site = site
         self.loop = asyncio.get_running_loop()
+        self.outbox = outbox(self.loop)  # writes leave at the end of the loop's turn (gateway/outbox.py)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: tuple[str, int] | None = None
@@ -450,6 +452,7 @@ class Connection(asyncio.Protocol):
         self.parsing = False
         transport = self.transport
         assert transport is not None
+        self.outbox.flush()  # our answer goes out before the FIN
         if transport.can_write_eof():
             transport.write_eof()
         self.loop.call_later(self.site.linger, transport.close)
@@ -530,10 +533,11 @@ class Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(data)
+            self.outbox.write(transport, data)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.outbox.flush()  # what was written goes out before the FIN
             self.transport.close()
 
     def pause_reading(self) -> None:

@@ -42,6 +42,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from gateway.outbox import outbox
 from gateway.settings import UpstreamSettings
 
 CHUNK = 256 * 1024
@@ -105,6 +106,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.outbox = outbox(loop)  # writes leave at the end of the loop's turn (gateway/outbox.py)
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -292,7 +294,7 @@ class _Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is None or self.closed:
             raise self.error or (UpstreamAborted() if self.head_done else UpstreamUnreachable())
-        self.transport.write(data)
+        self.outbox.write(self.transport, data)
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and self.error is None and not self.closed
