@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.needles import Needles
+from gateway.needles import NO_NEEDLES, Needles
 from gateway.redact import redact_fields
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Flow:
     error: GatewayError | None = None
     limit: str | None = None  # gateway.admission: "would_refuse:<code>" (shadow), "backend_error"
     release: Callable[[], None] | None = None  # gives back what gateway.bodies held for this request
-    secrets: Needles = field(default_factory=Needles)  # every form of what the client presented
+    secrets: Needles = NO_NEEDLES  # every form of what the client presented
     trace: RequestTrace | None = None  # its spans, when tracing is on (gateway/tracing.py)
 
     def fail(self, error: GatewayError) -> None:

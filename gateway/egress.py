@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from gateway.credentials import is_credential_header
 from gateway.errors import CredentialLeakBlocked
-from gateway.needles import MIN_FORM, Needles
+from gateway.needles import MIN_FORM, Needles, needles_of
 from gateway.upstream import UpstreamRequest
 
 _AUTH_SCHEMES = (b"authorization", b"proxy-authorization")
@@ -45,7 +45,7 @@ def presented(headers: Iterable[tuple[bytes, bytes]]) -> Needles:
     """
     lowered = ((name.lower(), value) for name, value in headers)
     values = [v for name, value in lowered if is_credential_header(name) for v in _values(name, value)]
-    return Needles.of(v for v in values if len(v) >= MIN_FORM)
+    return needles_of(tuple(v for v in values if len(v) >= MIN_FORM))
 
 
 def _values(name: bytes, value: bytes) -> list[bytes]:

@@ -162,6 +162,25 @@ class Needles:
         return False
 
 
+NO_NEEDLES = Needles()  # nothing presented (immutable: one for every request)
+
+
+def needles_of(secrets: tuple[bytes, ...]) -> Needles:
+    """``Needles.of(secrets)``, cached like :func:`forms` and bounded the same way (values read before
+    authentication: at most :data:`CACHED_SECRET_BYTES` in all per entry, 256 entries): a client
+    presents the same credential on every request, and rebuilding the set was ~2 µs of each."""
+    if not secrets:
+        return NO_NEEDLES
+    if sum(map(len, secrets)) <= CACHED_SECRET_BYTES:
+        return _cached_needles(secrets)
+    return Needles.of(secrets)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_needles(secrets: tuple[bytes, ...]) -> Needles:
+    return Needles.of(secrets)
+
+
 def _shortest(found: tuple[bytes, ...]) -> int:
     return min(map(len, found), default=0)
 

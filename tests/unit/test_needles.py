@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.needles import MIN_FORM, Needles, decodings, forms
+from gateway.needles import CACHED_SECRET_BYTES, MIN_FORM, NO_NEEDLES, Needles, decodings, forms, needles_of
 
 secrets = st.binary(min_size=8, max_size=64).filter(lambda s: s.strip())
 printable = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=48)
@@ -89,3 +89,22 @@ def test_the_length_shortcut_and_the_compiled_pattern_answer_like_a_search_of_ev
     for data in (haystack, haystack[:3] + secret + haystack[3:], secret[: len(secret) // 2]):
         expected = any(form in reading for reading in decodings(data) for form in needles.forms)
         assert needles.found_in(data) is expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secrets=st.lists(
+        st.one_of(
+            st.binary(min_size=MIN_FORM, max_size=64), st.binary(min_size=CACHED_SECRET_BYTES, max_size=3000)
+        ),
+        max_size=3,
+    )
+)
+def test_cached_needles_are_the_needles_of_the_same_values(secrets: list[bytes]) -> None:
+    """The per-request cache (values short enough) and the uncached path (longer) give the same
+    needles as building them, asked twice (the second answer may come from the cache)."""
+    built = Needles.of(secrets)
+    for _ in range(2):
+        got = needles_of(tuple(secrets))
+        assert (set(got.forms), got.shortest, got.pattern) == (set(built.forms), built.shortest, None)
+    assert bool(needles_of(())) is False and needles_of(()) is NO_NEEDLES
