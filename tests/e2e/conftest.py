@@ -24,6 +24,7 @@ import pytest
 import uvloop
 import yaml
 
+from gateway.outbox import Outbox
 from gateway.settings import token_hash
 from gateway.standin import Standin, StandinServer
 from tests.processes import free_port, stop
@@ -236,6 +237,20 @@ def client(gateway: Gateway) -> Iterator[httpx.Client]:
 
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=["written at once", "held to the end of the turn"])
+def write_modes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways gateway.outbox sends: at once (a quiet loop) and held to the end of the turn (a busy
+    one), so every framing, close and backpressure test holds for both."""
+    if request.param == "held to the end of the turn":
+        write = Outbox.write
+
+        def held(self: Outbox, transport: asyncio.WriteTransport, data: bytes) -> None:
+            self._gather = True
+            write(self, transport, data)
+
+        monkeypatch.setattr(Outbox, "write", held)
 
 
 @pytest.fixture(params=sorted(LOOPS))

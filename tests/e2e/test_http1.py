@@ -26,6 +26,8 @@ from gateway.settings import Limits
 from gateway.types import Message, Receive, Scope, Send
 from tests.e2e.conftest import Run
 
+pytestmark = pytest.mark.usefixtures("write_modes")  # both ways gateway.outbox sends
+
 
 class Recorder:
     """An app that records each request (scope and the whole body) and answers ``answer``."""
@@ -208,6 +210,28 @@ def test_100_continue_is_sent_only_when_the_app_reads_the_body(run: Run) -> None
     read, refused = run(ask("/read")), run(ask("/no"))
     assert read.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK") and read.endswith(b"ok")
     assert refused.startswith(b"HTTP/1.1 401") and b" 100 " not in refused
+
+
+def test_an_answer_given_before_the_body_is_read_reaches_the_client_before_the_fin(run: Run) -> None:
+    """An early refusal (a 401 to a stranger's upload, say) is written, then the write side is shut
+    and the rest of the body never read: the answer must be on the wire before the FIN, whichever way
+    gateway.outbox sends."""
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        for message in response(401, [(b"content-length", b"6")], b"denied"):
+            await send(message)
+
+    async def scenario() -> bytes:
+        async with serving(refuse) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n" + b"u" * 1000)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)  # until the FIN
+            writer.close()
+            return answer
+
+    answer = run(scenario())
+    assert answer.startswith(b"HTTP/1.1 401") and answer.endswith(b"denied"), answer
 
 
 def test_a_body_the_app_does_not_read_is_paused_not_buffered(run: Run) -> None:

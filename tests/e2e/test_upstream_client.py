@@ -36,6 +36,8 @@ from gateway.upstream import HIGH_WATER, MAX_HEAD, UpstreamClient, UpstreamReque
 from tests.certs import certificates
 from tests.e2e.conftest import Run
 
+pytestmark = pytest.mark.usefixtures("write_modes")  # both ways gateway.outbox sends
+
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
