@@ -41,7 +41,7 @@ class Outbox:
     """The writes of one event loop's turn: held to its end when the last turn had several."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # not the loop itself: the registry's key must be able to die
         self._pending: list[tuple[asyncio.WriteTransport, bytes]] = []
         self._size = 0
         self._writes = 0  # in this turn
@@ -50,8 +50,10 @@ class Outbox:
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         if not self._turn_open:
-            self._turn_open = True
-            self._loop.call_soon(self._end_turn)
+            loop = self._loop()
+            if loop is not None:
+                self._turn_open = True
+                loop.call_soon(self._end_turn)
         self._writes += 1
         if not self._gather:
             transport.write(data)  # one request at a time: nothing to gather, no wait

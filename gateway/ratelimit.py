@@ -12,9 +12,9 @@ The store is keyed by the configured client name, so it can never hold more than
 Redis: one Lua script per decision (atomic, no read-modify-write race between replicas), run by
 EVALSHA (loaded again if Redis forgot it), the decisions of one event-loop turn in one pipeline, on
 the server's clock (``TIME``) so replicas' clocks cannot disagree about refill; a bounded connection
-pool and a deadline per decision. Any failure is
-reported as ``BackendError``; the caller applies ``on_backend_error``. redis-py reconnects by itself on
-the next call, so recovery needs nothing from us.
+pool and a deadline per decision. Any failure is reported as ``BackendError``; the caller applies
+``on_backend_error``. redis-py reconnects by itself on the next call, so recovery needs nothing from
+us.
 """
 
 from __future__ import annotations
@@ -198,15 +198,18 @@ class RedisBuckets:
         """EVALSHA for each decision; a Redis that does not know the script (restarted, flushed) is
         given it once and asked again. redis-py's own script helper on a pipeline asks ``SCRIPT
         EXISTS`` first on every batch: a round trip each time for what is nearly always known."""
-        for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for key, rate, _ in batch:
-                pipe.evalsha(self._sha, 1, key, repr(rate.per_second), rate.burst)
-            replies: list[object] = await pipe.execute(raise_on_error=False)
-            if attempt or not any(isinstance(reply, NoScriptError) for reply in replies):
-                return replies
+        replies = await self._pipeline(batch)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
             await self._redis.script_load(_SCRIPT)
-        raise AssertionError("unreachable")
+            replies = await self._pipeline(batch)
+        return replies
+
+    async def _pipeline(self, batch: list[tuple[str, Rate, asyncio.Future[Decision]]]) -> list[object]:
+        pipe = self._redis.pipeline(transaction=False)
+        for key, rate, _ in batch:
+            pipe.evalsha(self._sha, 1, key, repr(rate.per_second), rate.burst)
+        replies: list[object] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def close(self) -> None:
         for task in list(self._sending):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -150,3 +152,17 @@ def test_one_outbox_per_loop() -> None:
         assert outbox(loop) is outbox(loop)
     finally:
         loop.close()
+
+
+def test_the_registry_does_not_keep_a_finished_loop_alive() -> None:
+    """Tests (and reloads in a process that runs several loops) make many loops: each one's outbox
+    goes with it."""
+    loop = asyncio.new_event_loop()
+    box = outbox(loop)
+    box.write(cast(asyncio.WriteTransport, FakeTransport()), b"x")
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    gone = weakref.ref(loop)
+    del loop, box
+    gc.collect()
+    assert gone() is None
