@@ -9,8 +9,9 @@ generator share core 0, so each proxy gets exactly one core and the ratios compa
   proget-gateway (token)     the whole pipeline, a gateway token in Authorization: Bearer
   proget-gateway (JWT)       the same with a workload-identity JWT (verification cached)
 
-Then: 1 GiB down/up (median of three, files on /dev/shm), cost curves (concurrency; configured clients and rules; a 1 MiB inspected JSON
-body), and a 60 s run for drift and peak memory. The last block prints the issue-9 ratios.
+Then: 1 GiB down/up (median of three, files on /dev/shm), cost curves (concurrency; configured
+clients and rules; a 1 MiB inspected JSON body), and a 60 s run for drift and peak memory. The last
+block prints the issue-9 ratios.
 
     .venv/bin/python bench/run.py [--seconds 10] [--size-mib 1024] [--quick]
 
