@@ -35,7 +35,7 @@ def registered() -> dict[str, tuple[str, tuple[str, ...]]]:
     collectors: list[Collector] = list(REGISTRY._collector_to_names)  # no public listing of collectors
     out: dict[str, tuple[str, tuple[str, ...]]] = {}
     for collector in collectors:
-        labels = tuple(getattr(collector, "_labelnames", ()))
+        labels = tuple(getattr(collector, "labelnames", None) or getattr(collector, "_labelnames", ()))
         for family in collector.describe():
             out[exposed_name(family.name, family.type)] = (family.type, labels)
     return out
