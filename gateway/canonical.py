@@ -12,9 +12,8 @@ decision. The string we return is a fixed point: canonicalizing it again gives t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from gateway.errors import (
@@ -56,8 +55,7 @@ API_FAMILIES: frozenset[str] = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """A request target after canonicalization: what the policy sees is what ProGet receives."""
 
     path: str  # canonical path, ASCII; EXACTLY the bytes that will be forwarded

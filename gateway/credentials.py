@@ -19,13 +19,14 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from gateway.canonical import Route, Target
 from gateway.errors import ContentTypeNotAllowed, CredentialAmbiguous, CredentialMalformed
 from gateway.framing import Head
 from gateway.media import MediaKind, classify
+from gateway.memo import BoundedMemo
 from gateway.payloads import scan_form, scan_json, scan_query
 from gateway.settings import Limits
 
@@ -38,8 +39,7 @@ class BodyKind(Enum):
     JSON = "json"
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     token: str | None = None
     sources: tuple[str, ...] = ()  # where the token was found; never the value
     query: bytes = b""  # the query string without credential parameters
@@ -56,10 +56,14 @@ def _normalize(name: bytes) -> bytes:
 TOKEN_HEADERS = frozenset({b"authorization", b"x-apikey", b"x-nuget-apikey"})
 
 
-def is_credential_header(name: bytes) -> bool:
-    """Every header that is, or could be read as, a credential; all of them are stripped."""
-    n = _normalize(name)
+def _is_credential_header(name: bytes) -> bool:
+    """Every header that is, or could be read as, a credential (any case, ``_`` read as ``-``); all
+    of them are stripped. Asked of every header of every request: remembered per name."""
+    n = _normalize(name.lower())
     return n in TOKEN_HEADERS or n in (b"cookie", b"proxy-authorization") or b"apikey" in n or b"api-key" in n
+
+
+is_credential_header = BoundedMemo(_is_credential_header)
 
 
 # Feed prefixes whose HTTP APIs (asset directories, Universal package imports) read ``key``/``API_Key``

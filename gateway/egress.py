@@ -43,8 +43,9 @@ def presented(headers: Iterable[tuple[bytes, bytes]]) -> Needles:
     settles on (it may come from the query or the body) is added with ``Needles.adding``, whatever its
     length.
     """
-    lowered = ((name.lower(), value) for name, value in headers)
-    values = [v for name, value in lowered if is_credential_header(name) for v in _values(name, value)]
+    values = [
+        v for name, value in headers if is_credential_header(name) for v in _values(name.lower(), value)
+    ]
     return needles_of(tuple(v for v in values if len(v) >= MIN_FORM))
 
 

@@ -8,7 +8,7 @@ guarantee does not depend on the parser, and give each refusal a stable code.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.errors import (
     FramingInvalid,
@@ -30,8 +30,7 @@ _HOST = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """What the framing says about the body, plus the few headers every later stage needs."""
 
     content_length: int | None  # None when chunked or absent

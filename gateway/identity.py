@@ -11,7 +11,7 @@ way in, so a JWT client and a token client can never both claim it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.credentials import Credentials
 from gateway.errors import CredentialMissing, TokenExpired, TokenUnknown
@@ -19,8 +19,7 @@ from gateway.settings import ClientSettings, Config, token_hash
 from gateway.workload_identity import JwtMatch, JwtVerifier, cached_match, looks_like_jwt, verify_jwt
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
     client: ClientSettings
     via: str  # "token" | "jwt" | "anonymous"
     subject: str | None = None  # jwt: the verified `sub`

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from gateway.canonical import Route, Target
 from gateway.errors import NativeMethodNotAllowed, NoMatchingRule, SecretRouteBlocked, SecretRouteNotNamed
@@ -19,8 +19,7 @@ from gateway.secret_routes import SecretRoute, names, secret_route
 from gateway.settings import ClientSettings, Config, Rule
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     client: str
     rule: int  # index in the client's rules
     key: str  # the key's name, never its value

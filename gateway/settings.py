@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.memo import BoundedMemo
 from gateway.needles import Needles
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -594,17 +595,21 @@ class UpstreamKey:
     x_apikey: bytes = field(repr=False)
     basic: bytes = field(repr=False)
     echoes: Needles = field(repr=False)  # every spelling of the key a response may echo (gateway/needles.py)
+    echoed: BoundedMemo[bool] = field(repr=False, compare=False)  # echoes.found_in, per header value
+
 
     @classmethod
     def build(cls, name: str, secret: SecretStr) -> UpstreamKey:
         raw = secret.get_secret_value()
+        # built once per key, at freeze: every response header is checked against it
+        echoes = Needles.of([raw.encode("ascii")], compiled=True)
         return cls(
             name=name,
             secret=secret,
             x_apikey=raw.encode("ascii"),
             basic=b"Basic " + b64encode(f"api:{raw}".encode()),
-            # built once per key, at freeze: every response header is checked against it
-            echoes=Needles.of([raw.encode("ascii")], compiled=True),
+            echoes=echoes,
+            echoed=BoundedMemo(echoes.found_in, entries=4096, key_bytes=256),
         )
 
 

@@ -28,8 +28,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -56,19 +55,35 @@ SAY_WHY_EVERY = 10.0  # seconds between two log lines saying why ProGet cannot b
 log = logging.getLogger("proget_gateway")
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    """Exactly what ProGet will receive: ``head`` is the serialized request line and headers."""
-
+class _RequestFields(NamedTuple):
     method: str
     target: str  # canonical path + stripped query, as sent on the request line
     headers: list[tuple[str, str]]
     body: bytes | None  # the rewritten body; None means "stream the client's body"
-    chunked: bool = False  # the streamed body has no declared length: send it chunked
-    head: bytes = field(init=False, repr=False)
+    chunked: bool  # the streamed body has no declared length: send it chunked
+    head: bytes  # the serialized request line and headers: exactly what is sent
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "head", encode_head(self.method, self.target, self.headers))
+
+class UpstreamRequest(_RequestFields):
+    """Exactly what ProGet will receive: ``head`` is serialized (and checked) when the request is built."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        chunked: bool = False,
+    ) -> UpstreamRequest:
+        return super().__new__(
+            cls, method, target, headers, body, chunked, encode_head(method, target, headers)
+        )
+
+    def __repr__(self) -> str:
+        """Names no header value and no body: the headers hold the key."""
+        return f"UpstreamRequest({self.method} {self.target!r}, {len(self.headers)} headers)"
 
 
 def encode_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import string
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.egress import check_egress, presented
 from gateway.errors import CredentialLeakBlocked
@@ -67,3 +70,10 @@ def test_presented_ignores_cookies_and_short_values_but_keeps_the_settled_token(
     needles = presented([(b"cookie", b"session=" + TOKEN.encode()), (b"authorization", basic("api", "x"))])
     assert not needles.found_in(TOKEN.encode()) and not needles.found_in(b"api x")
     assert needles.adding(b"short").found_in(b"/SHORT/")
+
+
+@given(key=st.text(alphabet=string.ascii_lowercase + string.digits, min_size=8, max_size=60))
+def test_the_request_for_proget_shows_no_header_value_or_body_in_its_repr(key: str) -> None:
+    """An UpstreamRequest that reaches a log or a traceback names no key (its headers hold it)."""
+    sent = UpstreamRequest("PUT", "/api/x", [("x-apikey", key)], key.encode())
+    assert key in sent.head.decode() and key not in repr(sent) and key not in str(sent)

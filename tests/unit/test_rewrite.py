@@ -14,7 +14,9 @@ from gateway.framing import Head
 from gateway.rewrite import (
     CLIENT_IDENTITY_HEADERS,
     HeaderTable,
+    _site_table,
     client_view,
+    is_stripped,
     rewrite_request,
     rewrite_response_headers,
 )
@@ -280,6 +282,34 @@ def test_header_table_parse() -> None:
     table = HeaderTable.parse(["A_B", "c*"])
     assert table == HeaderTable(frozenset({b"a-b"}), (b"c",))
     assert table.matches(b"A-b") and table.matches(b"cookie-x") and not table.matches(b"ab")
+
+
+NAME_PIECES = st.sampled_from(
+    [
+        b"x-",
+        b"forwarded",
+        b"_",
+        b"-",
+        b"apikey",
+        b"api-key",
+        b"host",
+        b"connection",
+        b"x-site-",
+        b"user",
+        b"a",
+    ]
+)
+HEADER_NAMES = st.lists(st.builds(b"".join, st.lists(NAME_PIECES, max_size=6)), max_size=40)
+
+
+@given(names=HEADER_NAMES, cased=st.lists(st.booleans(), max_size=40))
+def test_the_remembered_decision_is_the_fresh_one(names: list[bytes], cased: list[bool]) -> None:
+    """Whatever names arrive, in whatever order and case, the remembered answer is the rule's."""
+    names = [n.upper() if up else n for n, up in zip(names, cased + [False] * len(names), strict=False)]
+    site = ("x_site_*", "X-Corp-User")
+    remembering, table = _site_table(site), HeaderTable.parse(site)
+    for name in names * 2:
+        assert remembering(name) == is_stripped(name, table)
 
 
 TRACE_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
