@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 from gateway import metrics
@@ -181,15 +181,30 @@ class Admission:
         """Hold the client's and ProGet's slots for the body of the ``async with``, or raise 429/503."""
         return _Admitted(self, flow, client, upload)
 
-    async def _take_slots(self, flow: Flow, client: str, upload: bool, held: _Held) -> None:
+    def _take_slots(
+        self, flow: Flow, client: str, upload: bool, held: _Held
+    ) -> Coroutine[None, None, None] | None:
+        """Take what needs no waiting at once; return what must be awaited, if anything. Without a
+        rate or an upstream cap nothing is awaited: no coroutine is built (~1 µs a request)."""
         limits = self._limits[client]
-        if limits.rate is not None:  # no coroutine to await when there is no rate (~1 µs a request)
+        if limits.rate is None and self._queue is None:
+            self._count_in(flow, client, upload, limits, held)
+            return None
+        return self._take_waiting(flow, client, upload, limits, held)
+
+    async def _take_waiting(
+        self, flow: Flow, client: str, upload: bool, limits: ClientLimits, held: _Held
+    ) -> None:
+        if limits.rate is not None:
             await self._check_rate(flow, client, limits.rate)
+        self._count_in(flow, client, upload, limits, held)
+        if self._queue is not None:
+            await self._wait_for_slot(flow, client, self._queue, held)
+
+    def _count_in(self, flow: Flow, client: str, upload: bool, limits: ClientLimits, held: _Held) -> None:
         self._enter(flow, client, self._requests, limits.concurrency, ConcurrencyLimited, held)
         if upload:
             self._enter(flow, client, self._uploads, limits.uploads, UploadsLimited, held)
-        if self._queue is not None:
-            await self._wait_for_slot(flow, client, self._queue, held)
 
     async def _check_rate(self, flow: Flow, client: str, rate: Rate) -> None:
         try:
@@ -265,7 +280,9 @@ class _Admitted:
 
     async def __aenter__(self) -> None:
         try:
-            await self._admission._take_slots(self._flow, self._client, self._upload, self._held)
+            waiting = self._admission._take_slots(self._flow, self._client, self._upload, self._held)
+            if waiting is not None:
+                await waiting
         except BaseException:
             self._give_back()
             raise

@@ -35,7 +35,8 @@ class Flow:
     method: str
     peer: str
     started: float = field(default_factory=time.perf_counter)
-    path: str = ""
+    path: str = ""  # the canonical path (and query names) once understood; see shown_path
+    raw_target: bytes = b""  # the target as sent: logged (made safe) only if it was never understood
     native_method: str | None = None
     client: str | None = None
     subject: str | None = None  # workload identity: the verified JWT `sub` (never the token)
@@ -68,6 +69,11 @@ class Flow:
         self.decision = "error" if error.status >= 500 or error.status == 499 else "deny"
         if not self.response_started:
             self.status = error.status
+
+    def shown_path(self) -> str:
+        """The path for the log and the status page: canonical, or the raw one made safe (computed
+        only for the requests refused before their path was understood, not for every request)."""
+        return self.path or safe_raw_path(self.raw_target)
 
     @property
     def code(self) -> str:
@@ -106,7 +112,7 @@ def _fields(flow: Flow) -> dict[str, object]:
         "key": flow.key,
         "rule": flow.rule,
         "method": flow.method,
-        "path": flow.path,
+        "path": flow.shown_path(),
         "native_method": flow.native_method,
         "decision": flow.decision,
         "reason": flow.reason,

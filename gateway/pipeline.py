@@ -155,7 +155,7 @@ async def _stages(flow: Flow, scope: Scope, receive: Receive, send: Send, runtim
     headers: list[tuple[bytes, bytes]] = list(scope["headers"])  # a snapshot: what is checked is sent
     target_bytes = raw_target(scope)
     flow.secrets = presented(headers)  # redacted from the log even if the request is refused below
-    flow.path = audit.safe_raw_path(target_bytes)
+    flow.raw_target = target_bytes  # logged as sent (made safe) if refused before canonicalized
     if runtime.tracer is not None:
         flow.trace = runtime.tracer.begin(flow.method, headers, is_trusted(flow.peer, config))
 

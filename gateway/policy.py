@@ -23,7 +23,6 @@ class Decision(NamedTuple):
     client: str
     rule: int  # index in the client's rules
     key: str  # the key's name, never its value
-    reason: str
 
 
 def decide(client: ClientSettings, method: str, target: Target, config: Config) -> Decision:
@@ -39,7 +38,7 @@ def decide(client: ClientSettings, method: str, target: Target, config: Config) 
         raise SecretRouteBlocked()
     for index, rule in _candidates(client, method, config):
         if rule_matches(rule, method, target, secret):
-            return Decision(client.name, index, rule.key, f"rule {index} of client {client.name!r}")
+            return Decision(client.name, index, rule.key)
     if secret is not None:
         raise SecretRouteNotNamed(
             f"ProGet's answers on {secret.glob} carry secrets ({secret.leaks}); no rule of client "

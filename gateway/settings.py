@@ -597,7 +597,6 @@ class UpstreamKey:
     echoes: Needles = field(repr=False)  # every spelling of the key a response may echo (gateway/needles.py)
     echoed: BoundedMemo[bool] = field(repr=False, compare=False)  # echoes.found_in, per header value
 
-
     @classmethod
     def build(cls, name: str, secret: SecretStr) -> UpstreamKey:
         raw = secret.get_secret_value()

@@ -78,7 +78,7 @@ class Recent:
             return
         counts.refused += 1
         counts.reasons[flow.code] += 1
-        path = redact(flow.path, flow.secrets)[:_MAX_SHOWN_PATH]
+        path = redact(flow.shown_path(), flow.secrets)[:_MAX_SHOWN_PATH]
         self.refusals.append(Refusal(now, client, redact(flow.method, flow.secrets), path, flow.code))
 
     def per_client(self, now: float | None = None) -> dict[str, Counts]:
