@@ -119,13 +119,15 @@ def find_credentials(
         stripped_body = scan.stripped
     return Credentials(
         token=_single_value(found),
-        sources=tuple(dict.fromkeys(source for source, _ in found)),
+        sources=(found[0][0],) if len(found) == 1 else tuple(dict.fromkeys(source for source, _ in found)),
         query=query.stripped if query is not None else b"",
         body=stripped_body,
     )
 
 
 def _single_value(found: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> str | None:
+    if len(found) < 2:  # the usual request: one credential, nothing to compare
+        return found[0][1] if found else None
     values = {value for _, value in found}
     if len(values) > 1:
         raise CredentialAmbiguous(f"Different credentials in: {', '.join(sorted({s for s, _ in found}))}.")
@@ -135,8 +137,8 @@ def _single_value(found: list[tuple[str, str]] | tuple[tuple[str, str], ...]) ->
 def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for name, value in headers:
-        n = _normalize(name)
-        if n not in TOKEN_HEADERS:
+        n = _token_header(name)
+        if n is None:
             continue
         if n == b"authorization":
             found.append(_authorization(value))
@@ -145,6 +147,15 @@ def _from_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
         else:
             found.append((f"header:{n.decode()}", _text(value, n.decode())))
     return found
+
+
+def _decide_token_header(name: bytes) -> bytes | None:
+    """The header's folded name if it is one of :data:`TOKEN_HEADERS`, else None."""
+    n = _normalize(name)
+    return n if n in TOKEN_HEADERS else None
+
+
+_token_header = BoundedMemo(_decide_token_header)  # asked of every header of every request
 
 
 def _pseudo_key_secret(value: bytes) -> str:

@@ -36,11 +36,11 @@ def test_answers_are_the_functions_and_the_memory_is_bounded(
                 memo(key)
             continue
         assert memo(key) == expected
-    assert len(memo.memo) <= entries
-    assert all(len(key) <= key_bytes for key in memo.memo)
-    assert not any(key.startswith(b"\xff") for key in memo.memo), "an exception was remembered"
+    assert len(memo) <= entries
+    assert all(len(key) <= key_bytes for key in memo)
+    assert not any(key.startswith(b"\xff") for key in memo), "an exception was remembered"
     if len(set(keys)) <= entries:  # never full: nothing remembered is computed again
-        assert all(calls.count(key) == 1 for key in memo.memo), "a remembered key was computed again"
+        assert all(calls.count(key) == 1 for key in memo), "a remembered key was computed again"
 
 
 def test_a_remembered_key_is_not_computed_again() -> None:
@@ -58,5 +58,5 @@ def test_a_remembered_key_is_not_computed_again() -> None:
 def test_a_full_memory_starts_over_and_keeps_answering() -> None:
     memo = BoundedMemo(len, entries=4)
     assert [memo(bytes([i])) for i in range(9)] == [1] * 9
-    assert list(memo.memo) == [bytes([8])], "full at 4, started over twice"
+    assert list(memo) == [bytes([8])], "full at 4, started over twice"
     assert memo(b"\x08") == 1
