@@ -8,6 +8,7 @@ guarantee does not depend on the parser, and give each refusal a stable code.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from gateway.errors import (
@@ -109,14 +110,23 @@ def _check_budget(headers: list[tuple[bytes, bytes]], limits: Limits) -> None:
         raise HeadersTooLarge(f"Headers larger than {limits.max_header_bytes} bytes.")
 
 
-def _check_connection(headers: list[tuple[bytes, bytes]]) -> None:
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The headers a Connection header names: hop-by-hop too (RFC 9110 7.6.1), never passed on."""
+    tokens: set[bytes] = set()
     for name, value in headers:
-        if name.lower() != b"connection":
-            continue
-        named = {token.strip().lower() for token in value.split(b",")} & _DECISION_HEADERS
-        if named:
-            listed = ", ".join(sorted(n.decode() for n in named))
-            raise HeaderInvalid(f"Connection names {listed}, which the gateway must forward as checked.")
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens) if tokens else _NOTHING_NAMED
+
+
+_NOTHING_NAMED: frozenset[bytes] = frozenset()
+
+
+def _check_connection(headers: list[tuple[bytes, bytes]]) -> None:
+    named = connection_tokens(headers) & _DECISION_HEADERS
+    if named:
+        listed = ", ".join(sorted(n.decode() for n in named))
+        raise HeaderInvalid(f"Connection names {listed}, which the gateway must forward as checked.")
 
 
 def _repeated(name: bytes) -> FramingInvalid | HostInvalid | HeaderInvalid:

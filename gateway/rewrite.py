@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from gateway.canonical import Route, Target
 from gateway.credentials import Credentials, is_credential_header
 from gateway.errors import CHALLENGE, HostInvalid
-from gateway.framing import Head
+from gateway.framing import Head, connection_tokens
 from gateway.memo import BoundedMemo
 from gateway.settings import Config, UpstreamKey
 from gateway.upstream import UpstreamRequest
@@ -243,7 +243,7 @@ def rewrite_request(
 
 
 @functools.cache
-def _site_table(names: tuple[str, ...]) -> BoundedMemo[bool]:
+def _site_table(names: tuple[str, ...]) -> BoundedMemo[bytes, bool]:
     """Whether a request header name is stripped, per name: the rule depends on the name alone and
     clients send the same few names on every request, so each is decided once
     (:class:`gateway.memo.BoundedMemo`; deciding afresh was ~0.6 µs a header, issue 9)."""
@@ -266,18 +266,12 @@ def is_stripped(name: bytes, site: HeaderTable) -> bool:
     )
 
 
-def _kept_headers(headers: list[tuple[bytes, bytes]], stripped: BoundedMemo[bool]) -> list[tuple[str, str]]:
-    named = _connection_tokens(headers)  # per request: what this Connection header names
+def _kept_headers(
+    headers: list[tuple[bytes, bytes]], stripped: BoundedMemo[bytes, bool]
+) -> list[tuple[str, str]]:
+    """The client's headers that ProGet may see: not stripped, not named by the client's Connection."""
+    named = connection_tokens(headers)
     return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if not (stripped(n) or n in named)]
-
-
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
 
 
 def _gateway_headers(view: ClientView, request_id: str, config: Config) -> list[tuple[str, str]]:
@@ -321,7 +315,7 @@ def rewrite_response_headers(
 ) -> list[tuple[bytes, bytes]]:
     """Filter ProGet's response headers for the client."""
     raw = list(raw)
-    named = _connection_tokens(raw)
+    named = connection_tokens(raw)
     out: list[tuple[bytes, bytes]] = []
     for name, value in raw:
         n = name.lower()

@@ -595,7 +595,7 @@ class UpstreamKey:
     x_apikey: bytes = field(repr=False)
     basic: bytes = field(repr=False)
     echoes: Needles = field(repr=False)  # every spelling of the key a response may echo (gateway/needles.py)
-    echoed: BoundedMemo[bool] = field(repr=False, compare=False)  # echoes.found_in, per header value
+    echoed: BoundedMemo[bytes, bool] = field(repr=False, compare=False)  # echoes.found_in, per header value
 
     @classmethod
     def build(cls, name: str, secret: SecretStr) -> UpstreamKey:
