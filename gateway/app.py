@@ -61,14 +61,23 @@ class ProxyApp:
             await asyncio.to_thread(self.runtime.tracer.shutdown)
 
 
+# Young objects are collected after this many allocations (CPython's default: 700). A request
+# allocates ~100 containers that die with it; at 700 the collector ran every few requests and moved the
+# objects of the requests still in flight to the older generations, to be walked again there. At 20,000
+# most of what a collection finds is already freed: ~5 µs less CPU per request at c=32 (bench, issue 9:
+# 98.6–101.9 → 95.0–95.8 µs in alternating runs; 5,000 and 100,000 measured the same as 20,000).
+YOUNG_COLLECTION_THRESHOLD = (20_000, 50, 50)
+
+
 def _freeze_startup_heap() -> None:
-    """Move everything allocated at start-up out of the collector's reach.
+    """Move everything allocated at start-up out of the collector's reach, and collect less often.
 
     The config, the compiled rules and the imported libraries never become garbage, yet every full
     collection walked them: about 35 ms per pass, which set the p99 under load (issue 9: 49 → 26 ms).
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*YOUNG_COLLECTION_THRESHOLD)
 
 
 class Readiness:

@@ -128,6 +128,11 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         runtime.recent.record(flow)
         if flow.trace is not None:
             flow.trace.finish(fields)  # the audit line's redacted fields: nothing else reaches a span
+        if flow.error is not None:
+            # The error's traceback holds this request's frames, and they hold the flow that holds the
+            # error: a cycle only the collector would free, keeping a refused request's inspected body
+            # alive after the inspection budget gave its bytes back. Cut, everything is freed here.
+            flow.error.__traceback__ = None
 
 
 def _uncancel() -> None:
