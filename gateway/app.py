@@ -65,7 +65,7 @@ class ProxyApp:
 # allocates ~100 containers that die with it; at 700 the collector ran every few requests and moved the
 # objects of the requests still in flight to the older generations, to be walked again there. At 20,000
 # most of what a collection finds is already freed: ~5 µs less CPU per request at c=32 (bench, issue 9:
-# 98.6–101.9 → 95.0–95.8 µs in alternating runs; 5,000 and 100,000 measured the same as 20,000).
+# 98.6 to 101.9 → 95.0 to 95.8 µs in alternating runs; 5,000 and 100,000 measured the same as 20,000).
 YOUNG_COLLECTION_THRESHOLD = (20_000, 50, 50)
 
 

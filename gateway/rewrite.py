@@ -318,8 +318,8 @@ def rewrite_response_headers(
     named = connection_tokens(raw)
     out: list[tuple[bytes, bytes]] = []
     for name, value in raw:
-        n = name.lower()
-        if n in HOP_BY_HOP or n in named or n in (b"set-cookie", b"www-authenticate"):
+        n = _passed_name(name)
+        if not n or n in named:
             continue
         if _echoes_key(value, key):
             continue
@@ -329,6 +329,16 @@ def rewrite_response_headers(
     if status == 401:
         out.append(CHALLENGE)
     return out
+
+
+def _response_name(name: bytes) -> bytes:
+    """The name as the client gets it (lowercase), or ``b""`` for a header never passed on: hop-by-hop,
+    cookies (a ProGet session is a credential) and ProGet's own challenges (the gateway sends its own)."""
+    n = name.lower()
+    return b"" if n in HOP_BY_HOP or n in (b"set-cookie", b"www-authenticate") else n
+
+
+_passed_name = BoundedMemo(_response_name)  # ProGet sends the same few names on every answer
 
 
 @functools.cache
