@@ -9,7 +9,8 @@ generator share core 0, so each proxy gets exactly one core and the ratios compa
   proget-gateway (token)     the whole pipeline, a gateway token in Authorization: Bearer
   proget-gateway (JWT)       the same with a workload-identity JWT (verification cached)
 
-Then: 1 GiB down/up (median of three, files on /dev/shm), cost curves (concurrency; configured
+Then: 1 GiB down/up (median of three, files on /dev/shm), the same transfers through nginx and the
+gateway in turn (the download and upload ratios come from these), cost curves (concurrency; configured
 clients and rules; a 1 MiB inspected JSON body), and a 60 s run for drift and peak memory. The last
 block prints the issue-9 ratios.
 
@@ -440,7 +441,6 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         "proget-gateway": gw,
     }
     results: dict[str, Load] = {}
-    transfer: dict[str, tuple[float, float, float]] = {}
     upstream = pinned(LOAD_CORE, ["nginx", "-c", str(nginx_conf(tmp, up_port, upstream_body(tmp)))])
     with process(upstream, up_port, log):
         header("Small requests, c=32", " down MB/s | up MB/s | RSS MiB |")
@@ -457,14 +457,14 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
                     continue
                 down = mb_per_s(args.size_mib, [f"http://127.0.0.1:{port}{DOWNLOAD}"])
                 up = mb_per_s(args.size_mib, ["-T", str(big), f"http://127.0.0.1:{port}{UPLOAD}"])
-                transfer[name] = (down, up, peak_rss_mib(proc.pid))
                 row(name, r, f" {down:>8,.0f} | {up:>7,.0f} | {peak_rss_mib(proc.pid):>7.0f} |")
                 if name == "proget-gateway":
                     row("proget-gateway (JWT)", results["proget-gateway (JWT)"], " — | — | — |")
+        duel = transfer_duel(log, args.size_mib, big, candidates["nginx proxy_pass"], gw)
         curves(tmp, log, s, candidates["bare relay (uvicorn+aiohttp)"], gw)
         traced = tracing_cost(log, s, gw)
         drift = None if args.quick else drift_run(log, gw, big)
-    ratios(results, transfer, drift, traced)
+    ratios(results, duel, drift, traced)
     return 0
 
 
@@ -534,9 +534,48 @@ def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float
         return rounds[0].rps, rounds[-1].rps, total, peak_rss_mib(proc.pid)
 
 
+DUEL_ROUNDS = 5
+
+
+def transfer_duel(
+    log: Path, size_mib: int, big: Path, nginx: Callable[[int], list[str]], gw: Callable[..., list[str]]
+) -> tuple[list[float], list[float]]:
+    """Download and upload ratios, gateway ÷ nginx, from transfers taken in turn.
+
+    Transfer rates on this VM drift by tens of per cent between minutes (the same build downloaded at
+    1,573 and 1,977 MB/s in runs minutes apart), so the rows above, each measured in its own window, can
+    compare a fast minute with a slow one. Here both proxies run at once (each pinned to the proxy
+    core, idle while the other transfers) and each round moves the file through nginx and then
+    through the gateway, so every ratio compares two transfers seconds apart."""
+    ports = free_port(), free_port()
+    print(f"\n{size_mib} MiB transfers in turn: nginx, then the gateway, seconds apart\n")
+    print("| round | direction | nginx MB/s | gateway MB/s | gateway ÷ nginx |")
+    print("|--:|---|--:|--:|--:|")
+    down: list[float] = []
+    up: list[float] = []
+    with (
+        process(pinned(PROXY_CORE, nginx(ports[0])), ports[0], log),
+        process(pinned(PROXY_CORE, gw(ports[1])), ports[1], log),
+    ):
+        warm(ports[1], BEARER)
+        for round_ in range(1, DUEL_ROUNDS + 1):
+            for direction, rates in (("download", down), ("upload", up)):
+                via = [size_mib / curl_seconds(_transfer(direction, port, big)) for port in ports]
+                rates.append(via[1] / via[0])
+                print(f"| {round_} | {direction} | {via[0]:,.0f} | {via[1]:,.0f} | {rates[-1]:.2f} |")
+    return down, up
+
+
+def _transfer(direction: str, port: int, big: Path) -> list[str]:
+    """curl's arguments for one transfer through the proxy on ``port``."""
+    if direction == "upload":
+        return ["-T", str(big), f"http://127.0.0.1:{port}{UPLOAD}"]
+    return [f"http://127.0.0.1:{port}{DOWNLOAD}"]
+
+
 def ratios(
     results: dict[str, Load],
-    transfer: dict[str, tuple[float, float, float]],
+    duel: tuple[list[float], list[float]],
     drift: tuple[float, float, int, float] | None,
     traced: tuple[Load, Load],
 ) -> None:
@@ -567,12 +606,17 @@ def ratios(
             f"{on.rps / off.rps:.2f}; {on.cpu_us - off.cpu_us:+.0f}",
         )
     )
-    if "proget-gateway" in transfer:
-        g, n = transfer["proget-gateway"], transfer["nginx proxy_pass"]
-        lines += [
-            ("download ÷ nginx (target ≥ 1.0)", f"{g[0] / n[0]:.2f}"),
-            ("upload ÷ nginx (target ≥ 1.0)", f"{g[1] / n[1]:.2f}"),
-        ]
+    down, up = duel
+    lines += [
+        (
+            f"download ÷ nginx, median of {len(down)} rounds in turn (target ≥ 1.0)",
+            f"{statistics.median(down):.2f} (rounds {', '.join(f'{r:.2f}' for r in down)})",
+        ),
+        (
+            f"upload ÷ nginx, median of {len(up)} rounds in turn (target ≥ 1.0)",
+            f"{statistics.median(up):.2f} (rounds {', '.join(f'{r:.2f}' for r in up)})",
+        ),
+    ]
     if drift is not None:
         first, last, total, rss = drift
         lines += [
