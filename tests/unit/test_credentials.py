@@ -4,13 +4,14 @@ token; the egress guard's needles cover the password alone."""
 
 from __future__ import annotations
 
+import string
 from base64 import b64encode
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.canonical import canonicalize
-from gateway.credentials import BodyKind, find_credentials
+from gateway.credentials import BodyKind, Credentials, find_credentials
 from gateway.egress import presented
 from gateway.settings import Limits
 
@@ -41,3 +42,11 @@ def test_pseudo_key_without_password_is_the_user(user: str) -> None:
 def test_egress_needles_cover_the_password_alone(user: str, token: str) -> None:
     needles = presented([(b"x-apikey", f"{user}:{token}".encode())])
     assert needles.found_in(b"/api/x?q=" + token.encode())
+
+
+@given(token=st.text(alphabet=string.ascii_lowercase + string.digits, min_size=12, max_size=40))
+def test_found_credentials_show_no_token_when_printed(token: str) -> None:
+    """A Credentials that reaches a log line, an f-string or a container's repr names no token."""
+    found = Credentials(token=token, sources=("header:authorization-bearer",), body=token.encode())
+    for shown in (repr(found), str(found), f"{found}", repr([found])):
+        assert token not in shown and "<redacted>" in shown
