@@ -7,11 +7,13 @@ the line is pure ASCII, one line, and reads back as the same document ``json`` w
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from unittest.mock import patch
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.audit import encode_line
+from gateway.audit import _Clock, encode_line
 
 _values = st.one_of(
     st.none(),
@@ -40,3 +42,19 @@ def test_non_ascii_and_surrogates_are_escaped_not_lost() -> None:
     assert encode_line({"client": "équipe"}) == '{"client":"\\u00e9quipe"}'
     assert encode_line({"path": "/a\udcff"}) == '{"path":"/a\\udcff"}'
     assert encode_line({"n": 2**65}) == '{"n":36893488147419103232}'
+
+
+@given(
+    millis=st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=20),
+    within=st.integers(min_value=100, max_value=900),
+)
+def test_the_time_field_is_the_utc_millisecond_of_each_line(millis: list[int], within: int) -> None:
+    """Whatever the order of the clock readings (the text is reused within a millisecond and a
+    second), each line's time is the UTC instant it was read, to the millisecond, as ISO 8601."""
+    clock = _Clock()
+    for milli in sorted(millis) + millis:
+        reading = milli / 1000 + within / 1_000_000  # inside the millisecond, clear of its edges
+        with patch("gateway.audit.time.time", return_value=reading):
+            shown = clock.now()
+        expected = datetime.fromtimestamp(milli / 1000, UTC).isoformat(timespec="milliseconds")
+        assert shown == expected
