@@ -144,6 +144,9 @@ def client_view(
     peer: str, scheme: str, head: Head, headers: list[tuple[bytes, bytes]], config: Config
 ) -> ClientView:
     """Resolve client address, scheme and host; X-Forwarded-* count only from trusted proxies."""
+    if not config.settings.trusted_proxies:  # nobody's X-Forwarded-* counts: the peer is the client
+        public = config.settings.public_url or f"{scheme}://{head.host}"
+        return ClientView(peer, peer, scheme, head.host, public, False)
     proto, host, chain = scheme, head.host, [peer]
     trusted = is_trusted(peer, config)
     if trusted:

@@ -54,6 +54,24 @@ def test_view_ignores_forwarded_headers_from_untrusted_peers() -> None:
     assert view.public_origin == "http://gw.example:8080"
 
 
+@given(
+    last=st.integers(1, 254),
+    forwarded=st.lists(st.sampled_from([b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"])),
+    public=st.sampled_from([None, "https://gw.corp"]),
+)
+def test_without_trusted_proxies_the_view_is_an_untrusted_peers(
+    last: int, forwarded: list[bytes], public: str | None
+) -> None:
+    """The short way taken when no proxy is trusted gives what the full reading gives a peer that is
+    not one of the trusted proxies."""
+    peer, headers = f"192.0.2.{last}", [(name, b"6.6.6.6") for name in forwarded]
+    extra = {"public_url": public} if public else {}
+    plain = build_config({**RAW, **extra}, env={})
+    assert client_view(peer, "http", HEAD, headers, plain) == client_view(
+        peer, "http", HEAD, headers, trusted_config(**extra)
+    )
+
+
 def test_view_trusts_configured_proxies() -> None:
     headers = [
         (b"x-forwarded-for", b"203.0.113.9, 10.1.1.1"),
