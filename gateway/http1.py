@@ -49,6 +49,7 @@ from gateway.types import Message, Receive, Scope, Send
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_DETACHED = httptools.HttpRequestParser(object())  # a lost connection's parser: never fed, holds nothing
 MAX_TRAILER_BYTES = 8 * 1024  # bytes the parser may hold of a body's framing (trailers, extensions)
 HIGH_WATER = 64 * 1024  # request body bytes waiting for the app before reading from the client pauses
 MAX_PIPELINED = 64  # requests parsed and waiting behind the one being answered (apt pipelines 10)
@@ -141,6 +142,9 @@ class Exchange:
         else:
             if not self.response_complete and not self.disconnected:
                 self._fail_answer()
+        finally:
+            if self.conn.lost:  # nothing runs on this connection any more: let it and its exchanges go
+                self.conn.forget_exchanges()
 
     def _fail_answer(self) -> None:
         if self.response_started or self.disconnected:
@@ -258,6 +262,7 @@ class Connection(asyncio.Protocol):
         self.reading: Exchange | None = None  # the newest request: the one whose body is being parsed
         self.serving: Exchange | None = None  # the oldest unfinished one: the one the app is answering
         self.pipeline: deque[Exchange] = deque()
+        self.lost = False  # the transport is gone (connection_lost)
         self.parsing = True  # False once this connection will read no more requests
         self.head_done = False
         self.head_fed = 0
@@ -285,6 +290,11 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.site.connections.discard(self)
         self.parsing = False
+        self.lost = True
+        # The parser holds this protocol's callbacks, and the exchanges point back at this connection:
+        # cycles the garbage collector, which runs rarely (gateway/app.py), would free long after, with
+        # any request body still held. Both are let go once no exchange runs any more.
+        self.parser = _DETACHED
         self._stop_head_clock()
         self._stop_idle_clock()
         for exchange in (self.serving, *self.pipeline):
@@ -292,6 +302,13 @@ class Connection(asyncio.Protocol):
                 exchange.disconnected = True
                 exchange.event.set()
         self._wake_writer()
+        if self.serving is None:
+            self.forget_exchanges()
+
+    def forget_exchanges(self) -> None:
+        """The connection is lost and no exchange runs: drop every reference to them."""
+        self.serving = self.reading = None
+        self.pipeline.clear()
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -108,11 +108,15 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
     try:
         await _stages(flow, scope, receive, send, runtime)
     except GatewayError as error:
-        await _refuse(flow, ClientAborted() if flow.client_gone else error, send)
-    except asyncio.CancelledError:
+        try:
+            await _refuse(flow, ClientAborted() if flow.client_gone else error, send)
+        finally:
+            _forget_frames(error)
+    except asyncio.CancelledError as cancelled:
         if not flow.client_gone:
             flow.fail(ShutdownAborted())  # the server cancels what outlives shutdown.timeout
             raise
+        _forget_frames(cancelled)
         _uncancel()
         flow.fail(ClientAborted())
     except Exception as unexpected:
@@ -128,11 +132,14 @@ async def handle(scope: Scope, receive: Receive, send: Send, runtime: Runtime) -
         runtime.recent.record(flow)
         if flow.trace is not None:
             flow.trace.finish(fields)  # the audit line's redacted fields: nothing else reaches a span
-        if flow.error is not None:
-            # The error's traceback holds this request's frames, and they hold the flow that holds the
-            # error: a cycle only the collector would free, keeping a refused request's inspected body
-            # alive after the inspection budget gave its bytes back. Cut, everything is freed here.
-            flow.error.__traceback__ = None
+
+
+def _forget_frames(error: BaseException) -> None:
+    """Drop a handled error's traceback. It holds the request's frames, and they hold what holds the
+    error (the flow; the connection to ProGet, which keeps its first error): a cycle only the garbage
+    collector would free, which runs rarely (gateway/app.py), keeping a refused request's inspected
+    body or an abandoned upload's chunk alive after the request ended. tests/unit/test_no_cycles.py."""
+    error.__traceback__ = None
 
 
 def _uncancel() -> None:

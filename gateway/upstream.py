@@ -192,6 +192,7 @@ class _Connection(asyncio.Protocol):
                 self.fail(UpstreamUnreachable())
             else:
                 self.fail(UpstreamAborted())
+        self._parser = None  # it holds this protocol's callbacks: no cycle outlives the connection
         self.wake()
         self._wake_writer()
 

@@ -5,7 +5,8 @@ garbage collector could free that cycle, and with it the inspected body the fram
 after the inspection budget had already given those bytes back. The gateway collects young objects
 rarely (``gateway.app.YOUNG_COLLECTION_THRESHOLD``), so such cycles would hold memory for hundreds of
 requests. Each refusal kind here runs through the whole pipeline with the collector off; afterwards
-the collector must find nothing.
+the collector must find nothing. On uvloop, as the gateway runs: asyncio's own selector transports
+hold a bound method of themselves, a cycle of the standard library's that uvloop's do not have.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import io
+import socket
 from typing import Any
 
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,7 +108,7 @@ def test_refused_requests_leave_nothing_for_the_collector(picks: list[int]) -> N
 
     audit.configure(io.StringIO())
     try:
-        assert asyncio.run(main()) == 0, "a finished request left a reference cycle"
+        assert uvloop.run(main()) == 0, "a finished request left a reference cycle"
     finally:
         audit.configure()
 
@@ -152,8 +155,185 @@ def test_forwarded_requests_leave_nothing_for_the_collector() -> None:
     audit.configure(io.StringIO())
     threshold = gc.get_threshold()
     try:
-        assert asyncio.run(main()) == 0, "a forwarded request left a reference cycle"
+        assert uvloop.run(main()) == 0, "a forwarded request left a reference cycle"
     finally:
         audit.configure()
         gc.unfreeze()  # startup froze the test process's heap and raised the threshold: undone
         gc.set_threshold(*threshold)
+
+
+async def _silent_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A ProGet that takes an upload and never answers: the client leaves first."""
+    try:
+        while await reader.read(65536):
+            pass
+    except ConnectionError:
+        pass
+    writer.close()
+
+
+def test_an_upload_the_client_abandons_leaves_nothing_for_the_collector() -> None:
+    """The client sends part of a streamed upload and leaves: the body relay fails with the client's
+    departure, which the connection to ProGet keeps as its error; neither may hold the request's
+    frames (and the chunk in them) in a cycle."""
+
+    async def abandoned(app: ProxyApp) -> None:
+        messages = [
+            {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0)
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        headers = [BEARER, (b"content-type", b"application/octet-stream"), (b"content-length", b"200000")]
+        await handle(_scope("PUT", b"/nuget/feed/package", headers, b""), receive, send, app.runtime)
+
+    async def main() -> int:
+        server = await asyncio.start_server(_silent_upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = build_config(
+            {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
+             "keys": {"read": {"value": "the-proget-key-0123"}},
+             "upstream": {"url": f"http://127.0.0.1:{port}"}},
+            env={},
+        )  # fmt: skip
+        app = ProxyApp(config)
+        await app.runtime.upstream.start()
+        try:
+            await abandoned(app)
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(5):
+                    await abandoned(app)
+                await asyncio.sleep(0.05)  # the body relay's task ends and its callbacks run
+                return gc.collect()
+            finally:
+                gc.enable()
+        finally:
+            await app.runtime.upstream.close()
+            server.close()
+
+    audit.configure(io.StringIO())
+    try:
+        assert uvloop.run(main()) == 0, "an abandoned upload left a reference cycle"
+    finally:
+        audit.configure()
+
+
+async def _answer_after_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A plain app: reads the whole body, then answers."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+
+CLIENTS = [
+    b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n",  # kept alive, then the client closes
+    b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n",  # pipelined
+    b"PUT /u HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n" + b"x" * 200_000,  # abandoned upload
+    b"GET /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",  # abandoned chunked body
+]
+
+
+@settings(max_examples=10, deadline=None)
+@given(picks=st.lists(st.sampled_from(range(len(CLIENTS))), min_size=1, max_size=5))
+def test_connections_that_end_leave_nothing_for_the_collector(picks: list[int]) -> None:
+    """The server's side: a connection whose client leaves (idle, mid-pipeline, mid-upload) is freed
+    when it ends; its parser and its exchanges held it in cycles before."""
+    from gateway.http1 import Server, Site
+    from gateway.settings import Limits
+
+    async def client(port: int, sent: bytes) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sent)
+        await writer.drain()
+        if sent.startswith(b"GET") and b"chunked" not in sent:
+            await reader.readuntil(b"ok")
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> int:
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        server = Server(Site(_answer_after_body, Limits(), 5.0, date_header=False))
+        serving = asyncio.create_task(server.serve(sock))
+        try:
+            await client(port, CLIENTS[0])
+            await asyncio.sleep(0.05)
+            gc.collect()
+            gc.disable()
+            try:
+                for i in picks:
+                    await client(port, CLIENTS[i])
+                await asyncio.sleep(0.1)  # the server sees every close and its tasks end
+                return gc.collect()
+            finally:
+                gc.enable()
+        finally:
+            server.stop(0)
+            await serving
+
+    assert uvloop.run(main()) == 0, "a connection left a reference cycle"
+
+
+def test_an_upload_abandoned_after_proget_answered_leaves_nothing_for_the_collector() -> None:
+    """ProGet answers at the head; the client then leaves mid-body. The body relay fails on its own
+    task, after the request is done: its error must not hold the relay's frames in a cycle."""
+
+    async def early(app: ProxyApp) -> int:
+        messages: list[dict[str, Any]] = [
+            {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.01)
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        statuses: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        headers = [BEARER, (b"content-type", b"application/octet-stream"), (b"content-length", b"200000")]
+        await handle(_scope("PUT", b"/nuget/feed/package", headers, b""), receive, send, app.runtime)
+        await asyncio.sleep(0.05)  # the relay meets the departure after the answer
+        return statuses[0] if statuses else 0
+
+    async def main() -> int:
+        server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = build_config(
+            {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
+             "keys": {"read": {"value": "the-proget-key-0123"}},
+             "upstream": {"url": f"http://127.0.0.1:{port}"}},
+            env={},
+        )  # fmt: skip
+        app = ProxyApp(config)
+        await app.runtime.upstream.start()
+        try:
+            await early(app)
+            gc.collect()
+            gc.disable()
+            try:
+                assert [await early(app) for _ in range(3)] == [200] * 3
+                return gc.collect()
+            finally:
+                gc.enable()
+        finally:
+            await app.runtime.upstream.close()
+            server.close()
+
+    audit.configure(io.StringIO())
+    try:
+        assert uvloop.run(main()) == 0, "an upload abandoned after the answer left a reference cycle"
+    finally:
+        audit.configure()
