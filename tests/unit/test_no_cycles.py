@@ -12,9 +12,11 @@ hold a bound method of themselves, a cycle of the standard library's that uvloop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import uvloop
@@ -23,8 +25,10 @@ from hypothesis import strategies as st
 
 from gateway import audit
 from gateway.app import ProxyApp
+from gateway.http1 import Server, Site
 from gateway.pipeline import handle
-from gateway.settings import build_config, token_hash
+from gateway.settings import Limits, build_config, token_hash
+from gateway.types import Message, Receive, Scope, Send
 
 TOKEN = "tok-0123456789abcdef"
 CONFIG = build_config(
@@ -77,16 +81,60 @@ def _scope(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body:
 async def _run(
     app: ProxyApp, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> int:
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     await handle(_scope(method, target, headers, body), receive, send, app.runtime)
     return int(sent[0]["status"])
+
+
+async def _left_behind(warm: Callable[[], Awaitable[object]], run: Callable[[], Awaitable[object]]) -> int:
+    """What the collector finds after ``run``, with the collector off while it runs; ``warm`` first
+    lets caches and lazily built objects settle."""
+    await warm()
+    gc.collect()
+    gc.disable()
+    try:
+        await run()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def _on_uvloop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main`` on uvloop, as the gateway runs, with the audit lines kept off the test's output."""
+    audit.configure(io.StringIO())
+    try:
+        return uvloop.run(main())
+    finally:
+        audit.configure()
+
+
+@contextlib.asynccontextmanager
+async def _proxy_to(
+    upstream: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[ProxyApp]:
+    """The proxy app with its upstream client pointed at a loopback ProGet served by ``upstream``."""
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = build_config(
+        {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
+         "keys": {"read": {"value": "the-proget-key-0123"}},
+         "upstream": {"url": f"http://127.0.0.1:{port}"}},
+        env={},
+    )  # fmt: skip
+    app = ProxyApp(config)
+    await app.runtime.upstream.start()
+    try:
+        yield app
+    finally:
+        await app.runtime.upstream.close()
+        server.close()
 
 
 @settings(max_examples=25, deadline=None)
@@ -94,23 +142,14 @@ async def _run(
 def test_refused_requests_leave_nothing_for_the_collector(picks: list[int]) -> None:
     app = ProxyApp(CONFIG)
 
-    async def main() -> int:
-        for i in picks:  # first pass: caches and lazily built objects settle
-            await _run(app, *REFUSALS[i])
-        gc.collect()
-        gc.disable()
-        try:
-            statuses = [await _run(app, *REFUSALS[i]) for i in picks * 3]
-            assert all(400 <= status < 500 for status in statuses), statuses
-            return gc.collect()
-        finally:
-            gc.enable()
+    async def refuse(rounds: int) -> None:
+        statuses = [await _run(app, *REFUSALS[i]) for i in picks * rounds]
+        assert all(400 <= status < 500 for status in statuses), statuses
 
-    audit.configure(io.StringIO())
-    try:
-        assert uvloop.run(main()) == 0, "a finished request left a reference cycle"
-    finally:
-        audit.configure()
+    async def main() -> int:
+        return await _left_behind(lambda: refuse(1), lambda: refuse(3))
+
+    assert _on_uvloop(main) == 0, "a finished request left a reference cycle"
 
 
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
@@ -126,42 +165,6 @@ async def _upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         writer.close()
 
 
-def test_forwarded_requests_leave_nothing_for_the_collector() -> None:
-    async def main() -> int:
-        server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        config = build_config(
-            {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
-             "keys": {"read": {"value": "the-proget-key-0123"}},
-             "upstream": {"url": f"http://127.0.0.1:{port}"}},
-            env={},
-        )  # fmt: skip
-        app = ProxyApp(config)
-        await app.startup()
-        get = ("GET", b"/nuget/feed/x?a=1", [BEARER], b"")
-        try:
-            assert await _run(app, *get) == 200
-            gc.collect()
-            gc.disable()
-            try:
-                assert [await _run(app, *get) for _ in range(20)] == [200] * 20
-                return gc.collect()
-            finally:
-                gc.enable()
-        finally:
-            await app.shutdown()
-            server.close()
-
-    audit.configure(io.StringIO())
-    threshold = gc.get_threshold()
-    try:
-        assert uvloop.run(main()) == 0, "a forwarded request left a reference cycle"
-    finally:
-        audit.configure()
-        gc.unfreeze()  # startup froze the test process's heap and raised the threshold: undone
-        gc.set_threshold(*threshold)
-
-
 async def _silent_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A ProGet that takes an upload and never answers: the client leaves first."""
     try:
@@ -172,61 +175,72 @@ async def _silent_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamW
     writer.close()
 
 
+def test_forwarded_requests_leave_nothing_for_the_collector() -> None:
+    get = ("GET", b"/nuget/feed/x?a=1", [BEARER], b"")
+
+    async def forward(app: ProxyApp, times: int) -> None:
+        assert [await _run(app, *get) for _ in range(times)] == [200] * times
+
+    async def main() -> int:
+        async with _proxy_to(_upstream) as app:
+            return await _left_behind(lambda: forward(app, 1), lambda: forward(app, 20))
+
+    assert _on_uvloop(main) == 0, "a forwarded request left a reference cycle"
+
+
+async def _abandon_upload(app: ProxyApp, pause: float) -> int:
+    """A streamed upload whose client sends part of the body and leaves; ProGet's status, if it answered."""
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    statuses: list[int] = []
+
+    async def receive() -> Message:
+        await asyncio.sleep(pause)
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    headers = [BEARER, (b"content-type", b"application/octet-stream"), (b"content-length", b"200000")]
+    await handle(_scope("PUT", b"/nuget/feed/package", headers, b""), receive, send, app.runtime)
+    await asyncio.sleep(0.05)  # the body relay's task ends and its callbacks run
+    return statuses[0] if statuses else 0
+
+
 def test_an_upload_the_client_abandons_leaves_nothing_for_the_collector() -> None:
     """The client sends part of a streamed upload and leaves: the body relay fails with the client's
     departure, which the connection to ProGet keeps as its error; neither may hold the request's
     frames (and the chunk in them) in a cycle."""
 
-    async def abandoned(app: ProxyApp) -> None:
-        messages = [
-            {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.sleep(0)
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
-        headers = [BEARER, (b"content-type", b"application/octet-stream"), (b"content-length", b"200000")]
-        await handle(_scope("PUT", b"/nuget/feed/package", headers, b""), receive, send, app.runtime)
+    async def abandon(app: ProxyApp, times: int) -> None:
+        for _ in range(times):
+            await _abandon_upload(app, 0)
 
     async def main() -> int:
-        server = await asyncio.start_server(_silent_upstream, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        config = build_config(
-            {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
-             "keys": {"read": {"value": "the-proget-key-0123"}},
-             "upstream": {"url": f"http://127.0.0.1:{port}"}},
-            env={},
-        )  # fmt: skip
-        app = ProxyApp(config)
-        await app.runtime.upstream.start()
-        try:
-            await abandoned(app)
-            gc.collect()
-            gc.disable()
-            try:
-                for _ in range(5):
-                    await abandoned(app)
-                await asyncio.sleep(0.05)  # the body relay's task ends and its callbacks run
-                return gc.collect()
-            finally:
-                gc.enable()
-        finally:
-            await app.runtime.upstream.close()
-            server.close()
+        async with _proxy_to(_silent_upstream) as app:
+            return await _left_behind(lambda: abandon(app, 1), lambda: abandon(app, 5))
 
-    audit.configure(io.StringIO())
-    try:
-        assert uvloop.run(main()) == 0, "an abandoned upload left a reference cycle"
-    finally:
-        audit.configure()
+    assert _on_uvloop(main) == 0, "an abandoned upload left a reference cycle"
 
 
-async def _answer_after_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+def test_an_upload_abandoned_after_proget_answered_leaves_nothing_for_the_collector() -> None:
+    """ProGet answers at the head; the client then leaves mid-body. The body relay fails on its own
+    task, after the request is done: its error must not hold the relay's frames in a cycle."""
+
+    async def abandon(app: ProxyApp, times: int) -> None:
+        assert [await _abandon_upload(app, 0.01) for _ in range(times)] == [200] * times
+
+    async def main() -> int:
+        async with _proxy_to(_upstream) as app:
+            return await _left_behind(lambda: abandon(app, 1), lambda: abandon(app, 3))
+
+    assert _on_uvloop(main) == 0, "an upload abandoned after the answer left a reference cycle"
+
+
+async def _answer_after_body(scope: Scope, receive: Receive, send: Send) -> None:
     """A plain app: reads the whole body, then answers."""
     while (await receive()).get("more_body"):
         pass
@@ -247,8 +261,6 @@ CLIENTS = [
 def test_connections_that_end_leave_nothing_for_the_collector(picks: list[int]) -> None:
     """The server's side: a connection whose client leaves (idle, mid-pipeline, mid-upload) is freed
     when it ends; its parser and its exchanges held it in cycles before."""
-    from gateway.http1 import Server, Site
-    from gateway.settings import Limits
 
     async def client(port: int, sent: bytes) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -259,81 +271,20 @@ def test_connections_that_end_leave_nothing_for_the_collector(picks: list[int]) 
         writer.close()
         await writer.wait_closed()
 
+    async def clients(port: int, picked: list[int]) -> None:
+        for i in picked:
+            await client(port, CLIENTS[i])
+        await asyncio.sleep(0.1)  # the server sees every close and its tasks end
+
     async def main() -> int:
         sock = socket.create_server(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         server = Server(Site(_answer_after_body, Limits(), 5.0, date_header=False))
         serving = asyncio.create_task(server.serve(sock))
         try:
-            await client(port, CLIENTS[0])
-            await asyncio.sleep(0.05)
-            gc.collect()
-            gc.disable()
-            try:
-                for i in picks:
-                    await client(port, CLIENTS[i])
-                await asyncio.sleep(0.1)  # the server sees every close and its tasks end
-                return gc.collect()
-            finally:
-                gc.enable()
+            return await _left_behind(lambda: clients(port, [0]), lambda: clients(port, picks))
         finally:
             server.stop(0)
             await serving
 
     assert uvloop.run(main()) == 0, "a connection left a reference cycle"
-
-
-def test_an_upload_abandoned_after_proget_answered_leaves_nothing_for_the_collector() -> None:
-    """ProGet answers at the head; the client then leaves mid-body. The body relay fails on its own
-    task, after the request is done: its error must not hold the relay's frames in a cycle."""
-
-    async def early(app: ProxyApp) -> int:
-        messages: list[dict[str, Any]] = [
-            {"type": "http.request", "body": b"x" * 100_000, "more_body": True},
-            {"type": "http.disconnect"},
-        ]
-
-        async def receive() -> dict[str, Any]:
-            await asyncio.sleep(0.01)
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-        statuses: list[int] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                statuses.append(message["status"])
-
-        headers = [BEARER, (b"content-type", b"application/octet-stream"), (b"content-length", b"200000")]
-        await handle(_scope("PUT", b"/nuget/feed/package", headers, b""), receive, send, app.runtime)
-        await asyncio.sleep(0.05)  # the relay meets the departure after the answer
-        return statuses[0] if statuses else 0
-
-    async def main() -> int:
-        server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        config = build_config(
-            {**CONFIG.settings.model_dump(mode="json", exclude={"keys"}),
-             "keys": {"read": {"value": "the-proget-key-0123"}},
-             "upstream": {"url": f"http://127.0.0.1:{port}"}},
-            env={},
-        )  # fmt: skip
-        app = ProxyApp(config)
-        await app.runtime.upstream.start()
-        try:
-            await early(app)
-            gc.collect()
-            gc.disable()
-            try:
-                assert [await early(app) for _ in range(3)] == [200] * 3
-                return gc.collect()
-            finally:
-                gc.enable()
-        finally:
-            await app.runtime.upstream.close()
-            server.close()
-
-    audit.configure(io.StringIO())
-    try:
-        assert uvloop.run(main()) == 0, "an upload abandoned after the answer left a reference cycle"
-    finally:
-        audit.configure()
