@@ -217,12 +217,13 @@ class Exchange:
             raise RuntimeError("a response header would not frame as one line")
         return head
 
-    def _write_body(self, body: bytes, more: bool) -> None:
+    def _write_body(self, body: bytes | memoryview, more: bool) -> None:
+        data: bytes | memoryview
         if self.no_body:
             data = b""
             self.remaining = 0
         elif self.chunked:
-            data = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            data = b"".join((b"%x\r\n" % len(body), body, b"\r\n")) if body else b""
             if not more:
                 data += b"0\r\n\r\n"
         else:
@@ -547,7 +548,7 @@ class Connection(asyncio.Protocol):
 
     # -- the transport ------------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             self.outbox.write(transport, data)

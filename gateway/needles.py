@@ -35,6 +35,9 @@ from urllib.parse import unquote_to_bytes
 
 MIN_FORM = 6  # an encoded form shorter than this (from a very short secret) would match by accident
 _JSON_ESCAPE = re.compile(rb'\\(?:u([0-9a-f]{4})|(["\\/]))')
+# The same escapes read by a looser reader, for whom ``\\`` is not an escape: in ``\\u003a`` it sees
+# ``\`` and then ``\u003a``, a colon. A log reader can read a secret out that way, so we do too.
+_LOOSE_ESCAPE = re.compile(rb'\\(?:u([0-9a-f]{4})|(["/]))')
 _PERCENT_DECODES = 3  # twice by the client, once more by the form or query it sits in
 _JSON_DECODES = 1
 
@@ -81,7 +84,8 @@ def _aligned_base64(secret: bytes, prefix: int) -> bytes:
 
 def decodings(data: bytes) -> Iterator[bytes]:
     """``data`` lowercased, then each reading of it with percent escapes undone up to three times and
-    JSON escapes once, in any order (lowercased).
+    JSON escapes once (as JSON reads them, and as a reader who takes ``\\\\`` for two characters
+    does), in any order (lowercased).
 
     Yielded one at a time, depth first, so that at most five copies of a large body are alive at once;
     a reading already seen (by hash) is not searched again. A 1 MiB body made of nothing but escapes
@@ -98,6 +102,7 @@ def decodings(data: bytes) -> Iterator[bytes]:
             yield from walk(unquote_to_bytes(text).lower(), percent - 1, escapes)
         if escapes and b"\\" in text:
             yield from walk(_JSON_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1)
+            yield from walk(_LOOSE_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1)
 
     yield from walk(data.lower(), _PERCENT_DECODES, _JSON_DECODES)
 

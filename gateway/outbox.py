@@ -42,13 +42,13 @@ class Outbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)  # not the loop itself: the registry's key must be able to die
-        self._pending: list[tuple[asyncio.WriteTransport, bytes]] = []
+        self._pending: list[tuple[asyncio.WriteTransport, bytes | memoryview]] = []
         self._size = 0
         self._writes = 0  # in this turn
         self._turn_open = False  # the end-of-turn callback is scheduled
         self._gather = False  # the last turn wrote more than once: hold this turn's writes
 
-    def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+    def write(self, transport: asyncio.WriteTransport, data: bytes | memoryview) -> None:
         if not self._turn_open:
             loop = self._loop()
             if loop is not None:

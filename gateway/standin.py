@@ -35,7 +35,9 @@ from gateway.canonical import FEED_PREFIXES
 from gateway.types import Receive, Scope, Send
 
 BODY_HEAD = 64 * 1024
-_BLOCK = bytes(range(256)) * 4096  # 1 MiB of deterministic download content
+# 1 MiB of deterministic download content, without a shorter period: a byte written at the wrong
+# offset (a buffer reused too early, a piece sent twice) changes what the reader hashes.
+_BLOCK = hashlib.shake_256(b"proget-stand-in download").digest(1 << 20)
 LABEL = (b"x-standin", b"proget-stand-in (not ProGet)")
 
 

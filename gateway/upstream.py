@@ -9,11 +9,15 @@ a timer noticed the closed connection. This module owns the ProGet side of the w
   A header that would change the framing (CR, LF, NUL) cannot be serialized.
 - The client only ever connects to the configured origin; a request carries a target, never a URL.
 - Answers are parsed by httptools (llhttp, strict): a malformed or truncated body fails the read at
-  once. The head is capped at :data:`MAX_HEAD` bytes before the parser buffers it.
+  once. The head is capped at :data:`MAX_HEAD` bytes before the parser buffers it. Once a head has
+  declared the body's length, the rest of the body is counted instead (it has no framing inside it,
+  only an end) and goes on as views of the buffers it was read into, without a copy
+  (:mod:`gateway.buffers`); a byte after the declared end is never body and keeps the connection
+  out of the pool.
 - Timeouts are ours: ``connect`` per new connection, ``write`` per chunk ProGet must accept,
   ``read`` from the end of the request body to the answer's head and between two chunks of its body.
-- Backpressure both ways: reading from ProGet pauses while :data:`HIGH_WATER` bytes wait for the
-  client, and an upload waits for ProGet to take each chunk.
+- Backpressure both ways: reading from ProGet pauses while :data:`HIGH_WATER` bytes of memory wait
+  for the client (a view counts its whole buffer), and an upload waits for ProGet to take each chunk.
 - Keep-alive pool, most recently used first; a pooled connection ProGet closed while idle is
   noticed when taken, and an idempotent request whose reused connection closed before any byte of an
   answer is sent once more on a new one (RFC 9110 9.2.2), never a streamed body.
@@ -33,6 +37,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from gateway.buffers import SIZE as READ_SIZE
+from gateway.buffers import buffers, held, piece
 from gateway.errors import (
     GatewayError,
     HeaderInvalid,
@@ -44,8 +50,7 @@ from gateway.errors import (
 from gateway.outbox import outbox
 from gateway.settings import UpstreamSettings
 
-CHUNK = 256 * 1024
-HIGH_WATER = 4 * CHUNK  # bytes of ProGet's body held for a slow client before reading from ProGet pauses
+HIGH_WATER = 4 * READ_SIZE  # memory held for a slow client before reading from ProGet pauses
 MAX_HEAD = 256 * 1024  # bytes of ProGet's answer head (status line and headers), any 1xx included
 KEEP_IDLE = 15.0  # seconds an idle pooled connection is kept (ProGet's IIS/Kestrel keep theirs 120 s)
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent (RFC 9110)
@@ -116,7 +121,7 @@ class _Extra(Exception):
     """ProGet sent bytes after its answer ended: the connection is not reused."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One connection to ProGet, one exchange at a time; httptools parses each answer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -140,7 +145,7 @@ class _Connection(asyncio.Protocol):
         self.head_bytes = 0  # bytes received before the head was parsed
         self.header_bytes = 0  # bytes of header lines, 1xx answers included
         self.interim = False
-        self.body: deque[bytes] = deque()
+        self.body: deque[bytes | memoryview] = deque()
         self.buffered = 0
         self.complete = False
         self.keep_alive = False
@@ -148,13 +153,65 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.reading_paused = False
         self.until_close = False
+        self.seen = 0  # body bytes the parser passed on
+        self.remaining = 0  # body bytes still to come while they are counted rather than parsed
+        self.reading: memoryview | None = None  # the body buffer handed to the transport's next read
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: a body buffer while a body is counted, else the scratch."""
+        if self.remaining:
+            self.reading = buffers.body()
+            return self.reading
+        return buffers.scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.remaining:
+            self._counted(nbytes)
+            return
+        self.data_received(buffers.scratch[:nbytes])
+        if self.head_done and not self.complete and self.content_length is not None and self.error is None:
+            self._count_the_rest()
+
+    def _count_the_rest(self) -> None:
+        """The head declared the body's length: count what is left of it instead of parsing it, so
+        its bytes go on as they were read (gateway/buffers.py). Nothing is lost by leaving llhttp
+        here: a body of declared length has no framing inside it, only an end."""
+        parser = self._parser
+        if parser is not None and self.content_length is not None:
+            self.keep_alive = parser.should_keep_alive()
+            self.remaining = self.content_length - self.seen
+
+    def _counted(self, nbytes: int) -> None:
+        view, self.reading = self.reading, None
+        if view is None or self._parser is None:  # bytes nobody asked for
+            self.abort()
+            return
+        self.received = True
+        if nbytes >= self.remaining:
+            if nbytes > self.remaining:
+                self.keep_alive = False  # bytes after the answer's end: the connection is not reused
+            nbytes, self.remaining, self.complete = self.remaining, 0, True
+            self._parser = None  # it saw none of this body: any later byte is one nobody asked for
+        else:
+            self.remaining -= nbytes
+        part = piece(view, nbytes)
+        self.body.append(part)
+        self.buffered += held(part)
+        self._hold_back()
+        self.wake()
+
+    def _hold_back(self) -> None:
+        """Stop reading from ProGet while more than HIGH_WATER bytes of memory wait for the client."""
+        if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def data_received(self, data: bytes | memoryview) -> None:
         parser = self._parser
         if parser is None:  # bytes nobody asked for, on an idle connection
             self.abort()
@@ -234,10 +291,9 @@ class _Connection(asyncio.Protocol):
         if self.no_body:
             raise _Extra()
         self.body.append(body)
+        self.seen += len(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        self._hold_back()
         self.wake()
 
     def on_message_complete(self) -> None:
@@ -299,13 +355,27 @@ class _Connection(asyncio.Protocol):
             raise self.error or UpstreamAborted()
 
     def take_body(self) -> bytes:
-        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        """All of the body that has arrived, as one ``bytes`` (a small body, read whole)."""
+        body = self.body
+        data = body[0] if len(body) == 1 and type(body[0]) is bytes else b"".join(body)
+        self._taken()
+        return data
+
+    def take_pieces(self) -> list[bytes | memoryview]:
+        """What has arrived, to relay: views of body buffers one by one (joining them would copy
+        them), else what httptools passed on joined into one (one send for many small chunks)."""
+        if type(self.body[-1]) is not memoryview:
+            return [self.take_body()]
+        pieces = list(self.body)
+        self._taken()
+        return pieces
+
+    def _taken(self) -> None:
         self.body.clear()
         self.buffered = 0
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
-        return data
 
     def write(self, data: bytes) -> None:
         if self.transport is None or self.closed:
@@ -374,12 +444,13 @@ class UpstreamResponse:
             await conn.wait(self.read_timeout)
         return conn.take_body()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         """The body as it arrives; a failure midway raises UpstreamAborted (or the upload's own error)."""
         conn = self._conn
         while True:
             if conn.body:
-                yield conn.take_body()
+                for part in conn.take_pieces():
+                    yield part
             elif conn.complete:
                 return
             elif conn.error is not None:

@@ -10,6 +10,7 @@ stall and stale pooled connection ends in our own error, quickly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import resource
 import ssl
 import time
@@ -23,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import upstream as upstream_module
+from gateway.buffers import COPY_BELOW
+from gateway.buffers import SIZE as BUFFER_SIZE
 from gateway.errors import (
     ClientAborted,
     HeaderInvalid,
@@ -335,6 +338,137 @@ def test_any_segmentation_of_any_framing_delivers_the_body_exactly(
             return await fetch(client, get())
 
     assert run(scenario()) == (200, body)
+
+
+def _random_bytes(size: int, seed: int) -> bytes:
+    """Bytes without a short period: a byte from the wrong offset or the wrong answer shows."""
+    return hashlib.shake_256(seed.to_bytes(8, "big")).digest(size)
+
+
+def _segmented(wire: bytes, cuts: list[int]) -> Script:
+    """Answers one request with ``wire``, written in pieces of the sizes in ``cuts`` (then the rest)."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head_only(reader)
+        rest = wire
+        for cut in cuts:
+            writer.write(rest[:cut])
+            await writer.drain()
+            await asyncio.sleep(0)
+            rest = rest[cut:]
+        writer.write(rest)
+        await writer.drain()
+        await reader.read()
+
+    return script
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=3 * BUFFER_SIZE), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(min_value=1, max_value=BUFFER_SIZE + 4096), max_size=10),
+    extra=st.sampled_from([b"", b"HTTP/1.1 200 OK\r\n"]),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_counted_bodies_arrive_intact_while_their_pieces_are_still_held(
+    run: Run, sizes: list[int], cuts: list[int], extra: bytes, seed: int
+) -> None:
+    """A body of declared length goes on as views of the buffers it was read into (gateway/buffers.py).
+    Several answers are read at once, in turn, and every piece is kept until the end, as a slow client's
+    socket would keep it: if a buffer were read into again while a piece of it was held, a piece would
+    change under its holder. Bytes after an answer keep its connection out of the pool."""
+    bodies = [_random_bytes(size, seed + i) for i, size in enumerate(sizes)]
+    wires = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b%b" % (len(b), b, extra) for b in bodies]
+
+    async def scenario() -> list[bytes]:
+        servers = [Server(_segmented(wire, cuts)) for wire in wires]
+        for server in servers:
+            server.server = await asyncio.start_server(server._handle, "127.0.0.1", 0)
+        clients = [UpstreamClient(UpstreamSettings(url=server.url)) for server in servers]
+        try:
+            held = await read_in_turn_all(clients)
+            return [b"".join(pieces) for pieces in held]
+        finally:
+            for client, server in zip(clients, servers, strict=True):
+                await client.close()
+                assert server.server is not None
+                server.server.close()
+
+    async def read_in_turn_all(clients: list[UpstreamClient]) -> list[list[bytes | memoryview]]:
+        responses = [await client.open(get(), None) for client in clients]
+        streams = [response.chunks() for response in responses]
+        held: list[list[bytes | memoryview]] = [[] for _ in clients]
+        live = set(range(len(streams)))
+        while live:
+            for i in sorted(live):
+                try:
+                    held[i].append(await anext(streams[i]))
+                except StopAsyncIteration:
+                    live.discard(i)
+        for response, client in zip(responses, clients, strict=True):
+            response.close()
+            assert (len(client._idle) == 1) == (not extra)  # bytes after the answer: not pooled
+        return held
+
+    assert run(scenario()) == bodies
+
+
+@pytest.mark.parametrize("size", [0, 10, COPY_BELOW, 2 * COPY_BELOW])
+def test_bytes_after_a_counted_body_in_a_read_of_their_own_are_not_body(run: Run, size: int) -> None:
+    """Once the declared length has arrived, the answer is over: what comes after it is ProGet breaking
+    the framing, never more body, and the connection is not used again."""
+    body = _random_bytes(size, 3)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head_only(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (size, body))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"smuggled")
+        await writer.drain()
+        await reader.read()
+
+    async def scenario() -> tuple[bytes, int]:
+        async with upstream(script) as (_, client):
+            response = await client.open(get(), None)
+            await asyncio.sleep(0.5)  # the body and the bytes after it have both arrived
+            got = b"".join([bytes(chunk) async for chunk in response.chunks()])
+            response.close()
+            return got, len(client._idle)
+
+    assert run(scenario()) == (body, 0)
+
+
+def test_a_trickled_body_held_by_a_slow_reader_is_bounded_by_memory_not_bytes(run: Run) -> None:
+    """Reads just large enough to go on as views each keep a whole buffer alive: what pauses ProGet
+    is the memory held, so a trickle cannot make the gateway hold HIGH_WATER worth of buffers per byte."""
+    piece = COPY_BELOW  # the smallest read that is not copied out
+    size = 400 * piece
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await head_only(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        block = _random_bytes(piece, 7)
+        for _ in range(size // piece):
+            writer.write(block)
+            await writer.drain()
+            await asyncio.sleep(0.002)  # one read each
+
+    async def scenario() -> tuple[int, int, int]:
+        async with upstream(script) as (_, client):
+            response = await client.open(get(), None)
+            await asyncio.sleep(1.5)  # nobody reads
+            conn = response._conn
+            views = sum(type(part) is memoryview for part in conn.body)
+            total = 0
+            async for chunk in response.chunks():
+                total += len(chunk)
+            response.close()
+            return views, conn.buffered, total
+
+    views, _, total = run(scenario())
+    assert total == size
+    assert views * BUFFER_SIZE <= HIGH_WATER + BUFFER_SIZE, views
 
 
 # -- broken answers, stalls and stale connections -------------------------------------------------------
