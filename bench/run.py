@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
 import yaml
@@ -124,7 +124,8 @@ def upstream_body(tmp: Path) -> str:
     client_max_body_size 0;
     location = /api/small {{ default_type application/json; return 200 '{small}'; }}
     location = /api/json/Feeds_GetFeeds {{ default_type application/json; return 200 '{small}'; }}
-    location = /api/packages/bench/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on; }}
+    location = /api/packages/bench/upload {{ root {tmp}/up; dav_methods PUT; create_full_put_path on;
+      client_body_buffer_size 1m; }}
     location = /api/packages/bench/download {{ alias {tmp}/files/big.bin; default_type application/octet-stream; }}
 """
 
@@ -534,36 +535,59 @@ def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float
         return rounds[0].rps, rounds[-1].rps, total, peak_rss_mib(proc.pid)
 
 
-DUEL_ROUNDS = 5
+DUEL_ROUNDS = 9
+
+
+class Duel(NamedTuple):
+    """Per direction, one gateway ÷ nginx ratio per round: of the rates, and of CPU seconds per GiB."""
+
+    rates: dict[str, list[float]]
+    cpu: dict[str, list[float]]
 
 
 def transfer_duel(
     log: Path, size_mib: int, big: Path, nginx: Callable[[int], list[str]], gw: Callable[..., list[str]]
-) -> tuple[list[float], list[float]]:
+) -> Duel:
     """Download and upload ratios, gateway ÷ nginx, from transfers taken in turn.
 
     Transfer rates on this VM drift by tens of per cent between minutes (the same build downloaded at
-    1,573 and 1,977 MB/s in runs minutes apart), so the rows above, each measured in its own window, can
-    compare a fast minute with a slow one. Here both proxies run at once (each pinned to the proxy
-    core, idle while the other transfers) and each round moves the file through nginx and then
-    through the gateway, so every ratio compares two transfers seconds apart."""
+    1,573 and 1,977 MB/s in runs minutes apart) and between seconds (nginx alone at 941 and 2,045 MB/s
+    in one run), so the rows above, each measured in its own window, can compare a fast minute with a
+    slow one. Here both proxies run at once (each pinned to the proxy core, idle while the other
+    transfers), each round moves the file through both, seconds apart, and the order alternates from
+    round to round (nginx first, then the gateway first) so a drift favours neither; one transfer each
+    way through each proxy comes first, untimed (the first uploads ran at 300 MB/s where the next ones
+    ran at 700 to 1,000, for both proxies: the sink's first file). Each proxy's CPU time per GiB is
+    measured on the same transfers: it moves far less than the rate."""
     ports = free_port(), free_port()
-    print(f"\n{size_mib} MiB transfers in turn: nginx, then the gateway, seconds apart\n")
-    print("| round | direction | nginx MB/s | gateway MB/s | gateway ÷ nginx |")
-    print("|--:|---|--:|--:|--:|")
-    down: list[float] = []
-    up: list[float] = []
+    print(f"\n{size_mib} MiB transfers in turn, {DUEL_ROUNDS} rounds, the order alternating\n")
+    print("| round | direction | nginx MB/s | gateway MB/s | gateway ÷ nginx | CPU s/GiB nginx; gateway |")
+    print("|--:|---|--:|--:|--:|--:|")
+    duel = Duel({"download": [], "upload": []}, {"download": [], "upload": []})
     with (
-        process(pinned(PROXY_CORE, nginx(ports[0])), ports[0], log),
-        process(pinned(PROXY_CORE, gw(ports[1])), ports[1], log),
+        process(pinned(PROXY_CORE, nginx(ports[0])), ports[0], log) as first,
+        process(pinned(PROXY_CORE, gw(ports[1])), ports[1], log) as second,
     ):
         warm(ports[1], BEARER)
+        for port in ports:  # untimed: the first upload through each allocates the sink's tmpfs pages
+            for direction in ("download", "upload"):
+                curl_seconds(_transfer(direction, port, big))
+        pids = first.pid, second.pid
         for round_ in range(1, DUEL_ROUNDS + 1):
-            for direction, rates in (("download", down), ("upload", up)):
-                via = [size_mib / curl_seconds(_transfer(direction, port, big)) for port in ports]
-                rates.append(via[1] / via[0])
-                print(f"| {round_} | {direction} | {via[0]:,.0f} | {via[1]:,.0f} | {rates[-1]:.2f} |")
-    return down, up
+            order = (0, 1) if round_ % 2 else (1, 0)
+            for direction in ("download", "upload"):
+                rate, cpu = [0.0, 0.0], [0.0, 0.0]
+                for i in order:
+                    before = cpu_seconds(pids[i])
+                    rate[i] = size_mib / curl_seconds(_transfer(direction, ports[i], big))
+                    cpu[i] = (cpu_seconds(pids[i]) - before) * 1024 / size_mib
+                duel.rates[direction].append(rate[1] / rate[0])
+                duel.cpu[direction].append(cpu[1] / cpu[0])
+                print(
+                    f"| {round_} | {direction} | {rate[0]:,.0f} | {rate[1]:,.0f} | "
+                    f"{rate[1] / rate[0]:.2f} | {cpu[0]:.2f}; {cpu[1]:.2f} |"
+                )
+    return duel
 
 
 def _transfer(direction: str, port: int, big: Path) -> list[str]:
@@ -575,7 +599,7 @@ def _transfer(direction: str, port: int, big: Path) -> list[str]:
 
 def ratios(
     results: dict[str, Load],
-    duel: tuple[list[float], list[float]],
+    duel: Duel,
     drift: tuple[float, float, int, float] | None,
     traced: tuple[Load, Load],
 ) -> None:
@@ -606,17 +630,18 @@ def ratios(
             f"{on.rps / off.rps:.2f}; {on.cpu_us - off.cpu_us:+.0f}",
         )
     )
-    down, up = duel
-    lines += [
-        (
-            f"download ÷ nginx, median of {len(down)} rounds in turn (target ≥ 1.0)",
-            f"{statistics.median(down):.2f} (rounds {', '.join(f'{r:.2f}' for r in down)})",
-        ),
-        (
-            f"upload ÷ nginx, median of {len(up)} rounds in turn (target ≥ 1.0)",
-            f"{statistics.median(up):.2f} (rounds {', '.join(f'{r:.2f}' for r in up)})",
-        ),
-    ]
+    for direction in ("download", "upload"):
+        rates, cpu = duel.rates[direction], duel.cpu[direction]
+        lines += [
+            (
+                f"{direction} ÷ nginx, median of {len(rates)} rounds in turn (target ≥ 1.0)",
+                f"{statistics.median(rates):.2f} (rounds {', '.join(f'{r:.2f}' for r in rates)})",
+            ),
+            (
+                f"{direction}, CPU s/GiB gateway ÷ nginx, median of {len(cpu)} rounds",
+                f"{statistics.median(cpu):.2f} (rounds {', '.join(f'{r:.2f}' for r in cpu)})",
+            ),
+        ]
     if drift is not None:
         first, last, total, rss = drift
         lines += [

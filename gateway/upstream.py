@@ -154,7 +154,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.reading_paused = False
         self.until_close = False
         self.seen = 0  # body bytes the parser passed on
-        self.remaining = 0  # body bytes still to come while they are counted rather than parsed
+        self.counted = False  # the body is counted rather than parsed (from the read after its head)
+        self.remaining = 0  # body bytes still to come while they are counted
         self.reading: memoryview | None = None  # the body buffer handed to the transport's next read
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
@@ -185,6 +186,7 @@ class _Connection(asyncio.BufferedProtocol):
         if parser is not None and self.content_length is not None:
             self.keep_alive = parser.should_keep_alive()
             self.remaining = self.content_length - self.seen
+            self.counted = True
 
     def _counted(self, nbytes: int) -> None:
         view, self.reading = self.reading, None
@@ -362,9 +364,9 @@ class _Connection(asyncio.BufferedProtocol):
         return data
 
     def take_pieces(self) -> list[bytes | memoryview]:
-        """What has arrived, to relay: views of body buffers one by one (joining them would copy
-        them), else what httptools passed on joined into one (one send for many small chunks)."""
-        if type(self.body[-1]) is not memoryview:
+        """What has arrived, to relay: a counted body's pieces one by one (joining the views would
+        copy them), else what httptools passed on joined into one (one send for many small chunks)."""
+        if not self.counted:
             return [self.take_body()]
         pieces = list(self.body)
         self._taken()
