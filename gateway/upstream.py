@@ -50,7 +50,7 @@ from gateway.errors import (
 from gateway.outbox import outbox
 from gateway.settings import UpstreamSettings
 
-HIGH_WATER = 4 * READ_SIZE  # memory held for a slow client before reading from ProGet pauses
+HIGH_WATER = READ_SIZE  # memory held for a slow client before reading from ProGet pauses
 MAX_HEAD = 256 * 1024  # bytes of ProGet's answer head (status line and headers), any 1xx included
 KEEP_IDLE = 15.0  # seconds an idle pooled connection is kept (ProGet's IIS/Kestrel keep theirs 120 s)
 _REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # idempotent (RFC 9110)
