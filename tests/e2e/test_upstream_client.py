@@ -826,3 +826,30 @@ def test_tls_to_proget_verifies_the_configured_ca(
     said = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert len(said) == (0 if expected == 200 else 1)  # one line says why; the 2nd failure is quiet
     assert expected == 200 or "CERTIFICATE_VERIFY_FAILED" in said[0]
+
+
+def test_a_counted_body_over_tls_arrives_intact_and_the_connection_is_reused(
+    run: Run, tmp_path: Path
+) -> None:
+    """TLS delivers decrypted bytes into the same body buffers (uvloop's and asyncio's TLS both call
+    ``get_buffer``): a body several buffers long arrives whole, twice over one pooled connection."""
+    ca, cert, key = certificates(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    body = _random_bytes(3 * BUFFER_SIZE + 12345, 11)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+    async def scenario() -> tuple[list[bytes], int]:
+        server = Server(answering(answer, answer))
+        server.server = await asyncio.start_server(server._handle, "127.0.0.1", 0, ssl=context)
+        port = server.server.sockets[0].getsockname()[1]
+        client = UpstreamClient(UpstreamSettings(url=f"https://127.0.0.1:{port}", tls=Tls(ca_file=ca)))
+        await client.start()
+        try:
+            got = [(await fetch(client, get()))[1] for _ in range(2)]
+            return got, server.connections
+        finally:
+            await client.close()
+            server.server.close()
+
+    assert run(scenario()) == ([body, body], 1)
