@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from gateway.reload import _RESTART_ONLY, _keep_restart_only
+from gateway import reload as reload_module
+from gateway.reload import _RESTART_ONLY, Reloader, _keep_restart_only
 from gateway.settings import build_config
 
 RAW: dict[str, Any] = {
@@ -46,3 +51,79 @@ def test_restart_only_settings_keep_their_running_values_and_the_rest_applies(
     caplog.clear()
     assert _keep_restart_only(old, build_config(RAW)).settings == old.settings
     assert caplog.text == ""  # nothing changed, nothing said
+
+
+class _Recording(Reloader):
+    """The real watch loop; the reload only records why it was asked for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(SimpleNamespace(config=build_config(RAW)), path)  # type: ignore[arg-type]
+        self.reasons: list[str] = []
+
+    async def reload(self, why: str) -> bool:
+        self.reasons.append(why)
+        return True
+
+
+async def _watching(path: Path, act: Callable[[], Awaitable[None]]) -> list[str]:
+    reloader = _Recording(path)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reloader.watch(stop))
+    await asyncio.sleep(0.05)
+    await act()
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    return reloader.reasons
+
+
+@pytest.fixture
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reload_module, "POLL_MS", 10)
+    monkeypatch.setattr(reload_module, "DEBOUNCE_MS", 10)
+
+
+@pytest.mark.usefixtures("quick_polls")
+def test_two_edits_within_one_second_are_two_reloads(tmp_path: Path) -> None:
+    """An editor's or a deploy tool's write-and-rename, twice, well inside one second: both are seen
+    (watchfiles' own polling compared whole seconds and missed the second)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("a: 1\n")
+
+    async def edit_twice() -> None:
+        for text in ("a: 2\n", "a: 3\n"):
+            fresh = tmp_path / "gateway.yaml.new"
+            fresh.write_text(text)
+            fresh.replace(config)
+            await asyncio.sleep(0.1)
+
+    assert asyncio.run(_watching(config, edit_twice)) == ["file change: gateway.yaml"] * 2
+
+
+@pytest.mark.usefixtures("quick_polls")
+def test_a_busy_file_next_to_the_config_reloads_nothing(tmp_path: Path) -> None:
+    """A log written next to the config (``serve --config gateway.yaml > gateway.log``)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("a: 1\n")
+
+    async def log_busily() -> None:
+        with (tmp_path / "gateway.log").open("a") as out:
+            for i in range(200):
+                out.write(f"line {i}\n")
+                out.flush()
+                await asyncio.sleep(0.001)
+
+    assert asyncio.run(_watching(config, log_busily)) == []
+
+
+@pytest.mark.usefixtures("quick_polls")
+def test_an_edit_in_place_and_a_removal_are_changes(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("a: 1\n")
+
+    async def edit_then_remove() -> None:
+        config.write_text("a: 22\n")  # same inode, new size and times
+        await asyncio.sleep(0.1)
+        config.unlink()
+
+    assert asyncio.run(_watching(config, edit_then_remove)) == ["file change: gateway.yaml"] * 2
