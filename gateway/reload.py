@@ -106,10 +106,15 @@ class Reloader:
         """Reload when a file the config reads changes, until ``stop``: each is looked at every
         :data:`POLL_MS`; once one has changed, one reload after :data:`DEBOUNCE_MS` for the steps of
         the same edit. What was looked at is taken before the reload reads the files, so a change made
-        while it runs is seen at the next look (one reload more, never one less)."""
+        while it runs is seen at the next look (one reload more, never one less). Which files are
+        looked at follows the config in use, however it was reloaded (a file change or SIGHUP)."""
         files = watched_files(self.path, self.runtime.config)
         seen = fingerprints(files)
         while not await _stopped(stop, POLL_MS):
+            watched = watched_files(self.path, self.runtime.config)
+            if watched != files:  # the config now reads other files: watch those instead
+                files, seen = watched, fingerprints(watched)
+                continue
             if fingerprints(files) == seen:
                 continue
             if await _stopped(stop, DEBOUNCE_MS):
@@ -122,9 +127,6 @@ class Reloader:
                 await self.reload(why)
             except Exception as exc:  # the watch outlives one failed swap; SIGHUP retries
                 log.error("config reload (%s) failed: %s; still watching", why, type(exc).__name__)
-            watched = watched_files(self.path, self.runtime.config)
-            if watched != files:  # the config now reads other files: watch those instead
-                files, seen = watched, fingerprints(watched)
 
 
 async def _stopped(stop: asyncio.Event, ms: int) -> bool:

@@ -175,15 +175,20 @@ class _Connection(asyncio.BufferedProtocol):
             self._counted(nbytes)
             return
         self.data_received(buffers.scratch[:nbytes])
-        if self.head_done and not self.complete and self.content_length is not None and self.error is None:
-            self._count_the_rest()
+        self._count_the_rest()
 
     def _count_the_rest(self) -> None:
-        """The head declared the body's length: count what is left of it instead of parsing it, so
-        its bytes go on as they were read (gateway/buffers.py). Nothing is lost by leaving llhttp
-        here: a body of declared length has no framing inside it, only an end."""
+        """Once a head has declared the body's length, count what is left of it instead of parsing
+        it, so its bytes go on as they were read (gateway/buffers.py). Nothing is lost by leaving
+        llhttp here: a body of declared length has no framing inside it, only an end."""
         parser = self._parser
-        if parser is not None and self.content_length is not None:
+        if (
+            self.head_done
+            and not self.complete
+            and self.error is None
+            and self.content_length is not None
+            and parser is not None
+        ):
             self.keep_alive = parser.should_keep_alive()
             self.remaining = self.content_length - self.seen
             self.counted = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from gateway import reload as reload_module
 from gateway.reload import _RESTART_ONLY, Reloader, _keep_restart_only
-from gateway.settings import build_config
+from gateway.settings import build_config, token_hash
 
 RAW: dict[str, Any] = {
     "upstream": {"url": "http://p"},
@@ -127,3 +128,30 @@ def test_an_edit_in_place_and_a_removal_are_changes(tmp_path: Path) -> None:
         config.unlink()
 
     assert asyncio.run(_watching(config, edit_then_remove)) == ["file change: gateway.yaml"] * 2
+
+
+@pytest.mark.usefixtures("quick_polls")
+def test_the_files_watched_follow_a_config_reloaded_by_sighup(tmp_path: Path) -> None:
+    """A reload the watcher did not start (SIGHUP) makes the config read a tokens file: a change to
+    that file is then a reload too."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("a: 1\n")
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f'- "sha256:{token_hash("pgw_" + "a" * 40)}"\n')
+    reloader = _Recording(config)
+
+    async def scenario() -> list[str]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(reloader.watch(stop))
+        await asyncio.sleep(0.05)
+        raw = copy.deepcopy(RAW)
+        raw["clients"].append({"name": "ci", "tokens_file": "tokens.yaml", "rules": [{"key": "k"}]})
+        reloader.runtime.config = build_config(raw, base=tmp_path)  # what SIGHUP's reload swaps in
+        await asyncio.sleep(0.05)
+        tokens.write_text(f'- "sha256:{token_hash("pgw_" + "b" * 40)}"\n')
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        return reloader.reasons
+
+    assert asyncio.run(scenario()) == ["file change: tokens.yaml"]
