@@ -39,6 +39,7 @@ import httptools
 
 from gateway import audit, metrics
 from gateway.audit import Flow
+from gateway.deadline import Deadline
 from gateway.errors import FramingInvalid, GatewayError, HeadersTooLarge, RequestTimeout, TargetTooLong
 from gateway.framing import parser_refusal
 from gateway.outbox import outbox
@@ -273,8 +274,9 @@ class Connection(asyncio.Protocol):
         self.expect_100 = False
         self.progress = False
         self.stalled = 0
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.clock = Deadline(self.loop)  # the head's deadline, or the idle keep-alive's
+        self.head_clock = False  # the clock runs for a head (head_timeout)
+        self.idle = False  # the clock runs for an idle keep-alive (keep_alive_timeout)
         self.write_paused = False
         self.reading_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -296,8 +298,8 @@ class Connection(asyncio.Protocol):
         # cycles the garbage collector, which runs rarely (gateway/app.py), would free long after, with
         # any request body still held. Both are let go once no exchange runs any more.
         self.parser = _DETACHED
-        self._stop_head_clock()
-        self._stop_idle_clock()
+        self.clock.cancel()
+        self.head_clock = self.idle = False
         for exchange in (self.serving, *self.pipeline):
             if exchange is not None:
                 exchange.disconnected = True
@@ -321,8 +323,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.parsing:
             return  # lingering or refused: read and dropped, never parsed nor held
-        if self.idle_timer is not None:  # the first bytes after an idle keep-alive: a head is coming
-            self._stop_idle_clock()
+        if self.idle:  # the first bytes after an idle keep-alive: a head is coming
             self._start_head_clock()
         if not self.head_done:  # a head spread over more reads than its budget allows
             if self.head_fed > self.site.head_budget:
@@ -347,7 +348,7 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url, self.headers, self.header_bytes, self.expect_100 = b"", [], 0, False
         self.head_done = False
-        if self.head_timer is None:
+        if not self.head_clock:
             self._start_head_clock()
 
     def on_url(self, url: bytes) -> None:
@@ -461,7 +462,8 @@ class Connection(asyncio.Protocol):
             self._start(self.pipeline.popleft())
         else:
             self.head_done = False  # between requests: what comes next is a head, on its clock
-            self.idle_timer = self.loop.call_later(self.site.keep_alive_timeout, self.close)
+            self.idle = True
+            self.clock.set(self.site.keep_alive_timeout, self.close)
 
     def _linger(self) -> None:
         """Answered before the body was read (an early 401, say): the rest of the body is never
@@ -514,22 +516,17 @@ class Connection(asyncio.Protocol):
     # -- clocks and budgets -------------------------------------------------------------------------
 
     def _start_head_clock(self) -> None:
-        self._stop_head_clock()
         self.head_fed = 0
-        self.head_timer = self.loop.call_later(self.site.limits.head_timeout, self._head_too_slow)
+        self.head_clock, self.idle = True, False
+        self.clock.set(self.site.limits.head_timeout, self._head_too_slow)
 
     def _stop_head_clock(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
-
-    def _stop_idle_clock(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        if self.head_clock:
+            self.head_clock = False
+            self.clock.clear()
 
     def _head_too_slow(self) -> None:
-        self.head_timer = None
+        self.head_clock = False
         if not self.head_done:
             self.refuse(RequestTimeout("The request head did not arrive in time."))
 

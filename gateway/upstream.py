@@ -39,6 +39,7 @@ import httptools
 
 from gateway.buffers import SIZE as READ_SIZE
 from gateway.buffers import buffers, held, piece
+from gateway.deadline import Deadline
 from gateway.errors import (
     GatewayError,
     HeaderInvalid,
@@ -133,6 +134,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
+        self.clock = Deadline(loop)  # ProGet's silence while we wait (``wait``): gateway/deadline.py
         self._start(False)
 
     def _start(self, no_body: bool) -> None:
@@ -257,6 +259,7 @@ class _Connection(asyncio.BufferedProtocol):
             else:
                 self.fail(UpstreamAborted())
         self._parser = None  # it holds this protocol's callbacks: no cycle outlives the connection
+        self.clock.cancel()  # nor a timer of the loop
         self.wake()
         self._wake_writer()
 
@@ -340,13 +343,18 @@ class _Connection(asyncio.BufferedProtocol):
     async def wait(self, within: float | None) -> None:
         """Until something happens on this exchange; UpstreamTimeout after ``within`` seconds of nothing."""
         waiter = self._waiter = self.loop.create_future()
-        timer = None if within is None else self.loop.call_later(within, _expire, waiter)
+        if within is not None:
+            self.clock.set(within, self._silent_too_long)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            if within is not None:
+                self.clock.clear()
+
+    def _silent_too_long(self) -> None:
+        if self._waiter is not None:
+            _expire(self._waiter)
 
     async def drain(self, within: float) -> None:
         """Until ProGet has taken what was written; UpstreamTimeout if it takes none for ``within`` s."""

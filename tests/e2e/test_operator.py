@@ -31,6 +31,30 @@ def test_idle_keep_alive_timeout_is_a_setting(tmp_path: Path, standin_server: St
         assert 0.3 < time.monotonic() - started < 3  # the default would be 5 s
 
 
+def test_a_busy_kept_alive_connection_outlives_its_timeouts_then_idles_out(
+    tmp_path: Path, standin_server: StandinServer
+) -> None:
+    """Requests every 0.1 s for longer than both the keep-alive and the head timeout keep the
+    connection (each request moves its deadline later: gateway/deadline.py); idle, it closes on time."""
+    with (
+        running_gateway(
+            tmp_path,
+            standin_server,
+            lambda c: (c["listen"].update(keep_alive_timeout=0.5), c["limits"].update(head_timeout=0.5)),
+        ) as gw,
+        gw.connect() as sock,
+    ):
+        sock.settimeout(5)
+        request = f"GET /api/management/feeds/list HTTP/1.1\r\nHost: gw\r\nX-ApiKey: {TOKEN_CI}\r\n\r\n"
+        for _ in range(15):
+            sock.sendall(request.encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the gateway, not by us
+        assert 0.3 < time.monotonic() - started < 3
+
+
 def _post_native(gw: Gateway, token: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         gw.url + "/api/json/Feeds_GetFeeds",

@@ -557,6 +557,32 @@ def test_no_answer_is_a_timeout_after_read(run: Run) -> None:
     assert 0.25 < run(scenario()) < 2.0
 
 
+def test_the_read_timeout_counts_from_each_wait_on_a_reused_connection(run: Run) -> None:
+    """The connection's clock is moved, not re-armed, per exchange (gateway/deadline.py): a timer
+    armed for an earlier exchange must neither cut a later one short nor let it wait forever."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(4):
+            await head_only(reader)
+            await asyncio.sleep(0.1)
+            writer.write(OK)
+            await writer.drain()
+        await reader.read()  # the fifth request gets no answer
+
+    async def scenario() -> tuple[int, float]:
+        async with upstream(script, read=0.3) as (server, client):
+            for _ in range(4):  # 0.4 s of answers, each 0.1 s late: longer than one read timeout
+                assert await fetch(client, get()) == (200, b"ok")
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await fetch(client, get())
+            return server.connections, time.monotonic() - started
+
+    connections, took = run(scenario())
+    assert connections == 1
+    assert 0.28 < took < 2.0, took
+
+
 def test_a_stall_between_chunks_aborts_after_read(run: Run) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await head_only(reader)
