@@ -4,6 +4,11 @@
 # and Helm chart tests (.ci/deploy.sh). `make check` skips the system installs; `make demo` runs the demo.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The bench runs every Python proxy on the interpreter the image runs (Debian's python3.11, the base of
+# .ci/deploy.sh's image; a PGO build), in its own virtualenv from the same lock; the dev .venv's
+# interpreter gets one row beside it (bench/README.md, "Interpreter").
+BENCH_PYTHON ?= /usr/bin/python3
+BENCH_VENV ?= .venv-bench
 
 .PHONY: test check system-deps install lint unit e2e feeds deploy demo bench lock clean
 
@@ -44,10 +49,12 @@ demo: install
 
 bench: install
 	bash bench/setup.sh
-	$(PY) bench/run.py
+	test -x $(BENCH_VENV)/bin/python || $(BENCH_PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e . httpx
+	$(BENCH_VENV)/bin/python bench/run.py --dev-python $(PY)
 
 lock: $(PY)
 	$(PY) -m pip install -q uv && $(VENV)/bin/uv pip compile pyproject.toml --extra test --python-version 3.11 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 OWN = "own transport, no checks"  # bench/own_relay.py: gateway.http1 + gateway.upstream only
+DEV = "proget-gateway, dev Python"  # the same gateway on the interpreter given by --dev-python
 
 
 def free_port() -> int:
@@ -372,6 +373,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--quick", action="store_true", help="short runs, no 60 s drift run (a smoke test)")
+    parser.add_argument(
+        "--dev-python",
+        help="another interpreter (with the gateway installed) for one more gateway row, e.g. .venv/bin/python",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "curl", "taskset"):
         if shutil.which(tool) is None:
@@ -400,6 +405,7 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
     print(
         f"{os.cpu_count()} CPUs; proxies pinned to core {PROXY_CORE}, nginx upstream and wrk to core {LOAD_CORE}"
     )
+    print(f"Python proxies on {interpreter(sys.executable)}")
     print(
         f"wrk -t1 -c32 -d{s}s GET /api/small (a {len(upstream_body(tmp))}-byte config; 228-byte JSON answer)"
     )
@@ -441,6 +447,10 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         ],
         "proget-gateway": gw,
     }
+    if args.dev_python:
+        dev_python = args.dev_python
+        print(f"{DEV}: {interpreter(dev_python)}")
+        candidates[DEV] = lambda p: [dev_python, *gw(p)[1:]]
     results: dict[str, Load] = {}
     upstream = pinned(LOAD_CORE, ["nginx", "-c", str(nginx_conf(tmp, up_port, upstream_body(tmp)))])
     with process(upstream, up_port, log):
@@ -453,7 +463,7 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
                 if name == "proget-gateway":
                     warm(port, jwt_auth)
                     results["proget-gateway (JWT)"] = load(proc.pid, port, s, jwt_auth)
-                if name == "naive Starlette + httpx":
+                if name in ("naive Starlette + httpx", DEV):
                     row(name, r, " — | — | — |")
                     continue
                 down = mb_per_s(args.size_mib, [f"http://127.0.0.1:{port}{DOWNLOAD}"])
@@ -597,6 +607,12 @@ def _transfer(direction: str, port: int, big: Path) -> list[str]:
     return [f"http://127.0.0.1:{port}{DOWNLOAD}"]
 
 
+def interpreter(python: str) -> str:
+    """Which CPython ``python`` is: its path, version and build (Debian's and pyenv's differ)."""
+    code = "import platform, sys; print(sys.executable, platform.python_version(), *platform.python_build())"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def ratios(
     results: dict[str, Load],
     duel: Duel,
@@ -623,6 +639,14 @@ def ratios(
             f"{gw.cpu_us - own.cpu_us:.0f} of {gw.cpu_us:.0f}",
         ),
     ]
+    if DEV in results:
+        dev = results[DEV]
+        lines.append(
+            (
+                "the same gateway on the dev interpreter ÷ nginx, req/s; its CPU µs/req",
+                f"{dev.rps / nginx.rps:.2f}; {dev.cpu_us:.0f}",
+            )
+        )
     off, on = traced
     lines.append(
         (
