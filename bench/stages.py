@@ -66,7 +66,7 @@ def main() -> None:
                 ANSWER, key, 200, config.settings.upstream.url, "http://x"
             ),
         ),
-        ("audit line (fields, redaction, JSON)", lambda: audit.encode_line(audit.event(flow))),
+        ("audit line (fields, redaction, JSON)", lambda: audit.event(flow)),
         ("metrics", lambda: metrics.observe(flow)),
     ]
     total = 0.0

@@ -91,26 +91,30 @@ def decodings(data: bytes) -> Iterator[bytes]:
     a reading already seen (by hash) is not searched again. A 1 MiB body made of nothing but escapes
     costs ~0.35 s of CPU, paid only by an authenticated, allowed request; ordinary bodies ~20 ms/MiB.
     """
-    seen: set[int] = set()
+    yield from _walk(data.lower(), _PERCENT_DECODES, _JSON_DECODES, set())
 
-    def walk(text: bytes, percent: int, escapes: int) -> Iterator[bytes]:
-        if hash(text) in seen:
-            return
-        seen.add(hash(text))
-        yield text
-        if percent and b"%" in text:
-            yield from walk(unquote_to_bytes(text).lower(), percent - 1, escapes)
-        if escapes and b"\\" in text:
-            yield from walk(_JSON_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1)
-            yield from walk(_LOOSE_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1)
 
-    yield from walk(data.lower(), _PERCENT_DECODES, _JSON_DECODES)
+def _walk(text: bytes, percent: int, escapes: int, seen: set[int]) -> Iterator[bytes]:
+    """:func:`decodings`, depth first. A module function, not a closure over itself: a nested
+    recursive function is a reference cycle, one for the collector per haystack searched."""
+    if hash(text) in seen:
+        return
+    seen.add(hash(text))
+    yield text
+    if percent and b"%" in text:
+        yield from _walk(unquote_to_bytes(text).lower(), percent - 1, escapes, seen)
+    if escapes and b"\\" in text:
+        yield from _walk(_JSON_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1, seen)
+        yield from _walk(_LOOSE_ESCAPE.sub(_unescape, text).lower(), percent, escapes - 1, seen)
 
 
 def _unescape(match: re.Match[bytes]) -> bytes:
     if match.group(2):
         return match.group(2)
-    return chr(int(match.group(1), 16)).encode("utf-8", "surrogatepass")
+    code = int(match.group(1), 16)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept as a lone surrogate (surrogateescape):
+        return bytes((code - 0xDC00,))  # how the audit line spells a field's raw byte, read back
+    return chr(code).encode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
-"""The one redactor: every client-derived string passes through :func:`redact` before it is written.
+"""The one redactor: every client-derived string passes through it before it is written.
 
-The audit writer runs every string field of its line through it (:func:`gateway.audit.event`), the
+The audit writer checks every line over the bytes it is about to write (:func:`checked_line`), the
 error handler every error detail (:func:`redact_error`) and every unexpected exception's message
 (:func:`redact_exception`), so a value does not need to be recognised as sensitive where it is
 produced: a token that reached the request path, a header-derived field or a claim is replaced all the
@@ -16,6 +16,7 @@ same. Two things are removed:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from gateway.errors import GatewayError
 from gateway.needles import Needles
@@ -34,15 +35,28 @@ def redact(text: str, secrets: Needles) -> str:
     return PLACEHOLDER if secrets.found_in(_bytes(text)) else text
 
 
-def redact_fields(fields: dict[str, object], secrets: Needles) -> dict[str, object]:
-    """Every string value of ``fields`` redacted; one scan of all of them when nothing is found."""
-    strings = [value for value in fields.values() if isinstance(value, str)]
-    joined = "\n".join(strings)
-    if "@" not in joined and not (secrets and secrets.found_in(_bytes(joined))):
-        return fields
-    return {
-        name: redact(value, secrets) if isinstance(value, str) else value for name, value in fields.items()
-    }
+def checked_line(
+    fields: dict[str, object], secrets: Needles, encode: Callable[[dict[str, object]], bytes]
+) -> tuple[bytes, dict[str, object]]:
+    """The line ``encode`` makes of ``fields``, checked over the very bytes that will be written, and
+    the fields it was made of.
+
+    The usual line holds no URL with an ``@`` and no form of a presented secret: one search over its
+    bytes (JSON's escapes are read by :meth:`Needles.found_in`), and it is written as made. Otherwise
+    every string field is redacted and the line made again. A secret that still shows spans fields (a
+    credential crafted to look like the JSON between two values): then every string field is replaced.
+    ``:``, ``/`` and ``@`` are never escaped in JSON, so a line without both ``://`` and ``@`` holds no
+    userinfo in any field.
+    """
+    line = encode(fields)
+    if not (b"@" in line and b"://" in line) and not (secrets and secrets.found_in(line)):
+        return line, fields
+    fields = {name: redact(v, secrets) if isinstance(v, str) else v for name, v in fields.items()}
+    line = encode(fields)
+    if secrets and secrets.found_in(line):
+        fields = {name: PLACEHOLDER if isinstance(v, str) else v for name, v in fields.items()}
+        line = encode(fields)
+    return line, fields
 
 
 def redact_error(error: GatewayError, secrets: Needles) -> GatewayError:

@@ -11,7 +11,7 @@ anyone else starts a new trace (and its headers are never forwarded). ProGet rec
 of the gateway's ``upstream`` span, so its own traces, if any, hang under ours.
 
 Nothing secret can reach a span, by construction: every attribute is taken from the audit line's
-fields *after* the one redactor (:func:`gateway.audit.event`), spans are ended in the request's
+fields *after* the one redactor (:func:`gateway.audit.emit`), spans are ended in the request's
 ``finally`` when those fields are final, and exceptions are never recorded (a message may hold a
 value the client sent). Names, codes and numbers only: client, rule, key *name*, reason, status.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 
 import pytest
@@ -117,3 +118,21 @@ def test_cached_needles_are_the_needles_of_the_same_values(secrets: list[bytes])
         got = needles_of(tuple(secrets))
         assert (set(got.forms), got.shortest, got.pattern) == (set(built.forms), built.shortest, None)
     assert bool(needles_of(())) is False and needles_of(()) is NO_NEEDLES
+
+
+def test_searching_escaped_text_leaves_nothing_for_the_collector() -> None:
+    """Every request with a ``%`` or ``\\`` in a searched header or audit line reads it back: that
+    must not leave a reference cycle per search (the gateway runs its collector rarely)."""
+    needles = Needles.of([b"pgw_" + b"s" * 30])
+    pad = b"x" * 64  # longer than the needles: shorter haystacks are not searched at all
+    haystacks = [b"/a%2Fb?x=%41" + pad, b'{"path":"/x?a=\\u2026"}' + pad, b"%5Cu0041\\\\u0042" + pad]
+    for haystack in haystacks:
+        needles.found_in(haystack)  # warm: caches settle
+    gc.collect()
+    gc.disable()
+    try:
+        for haystack in haystacks * 50:
+            assert not needles.found_in(haystack)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import audit
 from gateway.audit import Flow, event
 from gateway.egress import presented
 from gateway.errors import CredentialMalformed
@@ -78,3 +82,69 @@ def test_unexpected_exceptions_and_their_causes_are_redacted() -> None:
         redact_exception(outer, SECRETS)
         assert outer.args == ("while reading http://***@h/", 7)
         assert TOKEN not in str(outer.__cause__)
+
+
+_TEXT_FIELDS = [
+    "path", "subject", "issuer", "client", "token_label", "peer", "reason", "credential_source",
+    "native_method", "key", "limit",
+]  # fmt: skip
+
+
+def _written(flow: Flow) -> str:
+    """What ``audit.emit`` writes for ``flow``: the bytes a log reader gets."""
+    stream = io.StringIO()
+    audit.configure(stream)
+    try:
+        audit.emit(flow)
+    finally:
+        audit.configure()
+    return stream.getvalue()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    token=tokens,
+    spell=spellings,
+    field=st.sampled_from(_TEXT_FIELDS),
+    before=st.text(max_size=12),
+    after=st.text(max_size=12),
+)
+def test_no_spelling_of_a_presented_token_reaches_the_written_line(
+    token: str, spell: Callable[[str], str], field: str, before: str, after: str
+) -> None:
+    """Judged over the bytes written (``"`` and ``\\`` in the token are escaped by JSON there)."""
+    flow = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token.encode()]))
+    setattr(flow, field, before + spell(token) + after)
+    written = _written(flow)
+    assert written.count("\n") == 1 and json.loads(written)["request_id"] == "rid"
+    assert leaked_form(written.encode(), token.encode()) is None
+
+
+def test_a_token_spanning_two_fields_of_the_line_is_not_written() -> None:
+    """A credential crafted to look like the JSON between two values is in no single field: the check
+    over the line's bytes finds it, and every string field is replaced."""
+    token = 'zz9-tail","native_method":"Feeds_GetFeeds'
+    flow = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token.encode()]))
+    flow.path, flow.native_method, flow.status = "/api/json/zz9-tail", "Feeds_GetFeeds", 403
+    written = _written(flow)
+    assert leaked_form(written.encode(), token.encode()) is None
+    line = json.loads(written)
+    assert line["path"] == PLACEHOLDER and line["status"] == 403  # numbers are kept
+
+
+def test_userinfo_in_any_field_is_replaced_in_the_written_line() -> None:
+    flow = Flow("rid", "GET", "127.0.0.1", issuer="https://issuer.example", path="/npm/f/@scope/x")
+    flow.subject = "http://u:hunter2@host/"
+    line = json.loads(_written(flow))
+    assert line["sub"] == "http://***@host/" and line["path"] == "/npm/f/@scope/x"
+
+
+def test_a_token_with_bytes_that_are_not_utf8_is_not_written() -> None:
+    """A field holding such a token holds lone surrogates (``surrogateescape``), which the line spells
+    as ``\\udcXX``: read back that way, they are the token's bytes."""
+    token = b"pgw_\xff\xfe_" + b"k" * 20
+    flow = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token]))
+    flow.subject = "x" + token.decode("utf-8", "surrogateescape")
+    written = _written(flow)
+    read_back = json.loads(written)["sub"].encode("utf-8", "surrogateescape")
+    assert token not in read_back
