@@ -473,7 +473,7 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
                 row(name, r, f" {down:>8,.0f} | {up:>7,.0f} | {peak_rss_mib(proc.pid):>7.0f} |")
                 if name == "proget-gateway":
                     row("proget-gateway (JWT)", results["proget-gateway (JWT)"], " — | — | — |")
-        in_turn = small_in_turn(log, s, candidates)
+        in_turn = small_in_turn(log, s, candidates, jwt_auth)
         duel = transfer_duel(log, args.size_mib, big, candidates["nginx proxy_pass"], gw)
         curves(tmp, log, s, candidates["bare relay (uvicorn+aiohttp)"], gw)
         traced = tracing_cost(log, s, gw)
@@ -551,12 +551,18 @@ def drift_run(log: Path, gw: Callable[..., list[str]], big: Path) -> tuple[float
 DUEL_ROUNDS = 9
 
 
-SMALL_ROUNDS = 3
-IN_TURN = ("nginx proxy_pass", "bare relay (uvicorn+aiohttp)", "proget-gateway")
+SMALL_ROUNDS = 5
+NGINX, RELAY, GATEWAY, GATEWAY_JWT = (
+    "nginx proxy_pass",
+    "bare relay (uvicorn+aiohttp)",
+    "proget-gateway",
+    "proget-gateway (JWT)",
+)
+IN_TURN = (NGINX, RELAY, GATEWAY, GATEWAY_JWT)  # the JWT client is loaded on the gateway's process
 
 
 def small_in_turn(
-    log: Path, seconds: float, candidates: dict[str, Callable[[int], list[str]]]
+    log: Path, seconds: float, candidates: dict[str, Callable[[int], list[str]]], jwt_auth: str
 ) -> dict[str, list[Load]]:
     """The small-request ratios from loads taken in turn, as the transfers are (``transfer_duel``).
 
@@ -564,27 +570,33 @@ def small_in_turn(
     proxy's req/s moves by ±5 % between such windows (nginx 51,297 to 63,013 in the seventh session's
     runs), which is as much as the gateway ÷ nginx target's margin. Here nginx, the bare relay and
     the gateway run at once (each pinned to the proxy core, idle while another is loaded), each round
-    loads all three seconds apart, and the order rotates so each goes first once; the ratios are the
-    medians of the rounds' ratios."""
-    ports = {name: free_port() for name in IN_TURN}
+    loads nginx, the relay, the gateway with a token and the gateway with a JWT seconds apart, the
+    order rotating from round to round; the ratios are the medians of the rounds' ratios."""
+    ports = {name: free_port() for name in (NGINX, RELAY, GATEWAY)}
+    ports[GATEWAY_JWT] = ports[GATEWAY]
+    auth = dict.fromkeys(IN_TURN, BEARER) | {GATEWAY_JWT: jwt_auth}
     print(f"\nSmall requests in turn, c=32, {SMALL_ROUNDS} rounds, the order rotating\n")
-    print("| round | nginx req/s | relay req/s | gateway req/s | gateway ÷ relay | gateway ÷ nginx |")
-    print("|--:|--:|--:|--:|--:|--:|")
+    print(
+        "| round | nginx req/s | relay req/s | gateway req/s | JWT req/s | gateway ÷ relay; ÷ nginx | JWT ÷ token |"
+    )
+    print("|--:|--:|--:|--:|--:|--:|--:|")
     loads: dict[str, list[Load]] = {name: [] for name in IN_TURN}
     with contextlib.ExitStack() as running:
-        procs = {
-            name: running.enter_context(process(pinned(PROXY_CORE, candidates[name](port)), port, log))
+        pids = {
+            name: running.enter_context(process(pinned(PROXY_CORE, candidates[name](port)), port, log)).pid
             for name, port in ports.items()
+            if name != GATEWAY_JWT
         }
-        for port in ports.values():
-            warm(port, BEARER)
+        pids[GATEWAY_JWT] = pids[GATEWAY]
+        for name in IN_TURN:
+            warm(ports[name], auth[name])
         for round_ in range(SMALL_ROUNDS):
-            order = IN_TURN[round_:] + IN_TURN[:round_]
-            for name in order:
-                loads[name].append(load(procs[name].pid, ports[name], seconds, BEARER))
-            nginx, relay, gw = (loads[name][-1].rps for name in IN_TURN)
+            for name in IN_TURN[round_:] + IN_TURN[:round_]:
+                loads[name].append(load(pids[name], ports[name], seconds, auth[name]))
+            nginx, relay, gw, jwt_ = (loads[name][-1].rps for name in IN_TURN)
             print(
-                f"| {round_ + 1} | {nginx:,.0f} | {relay:,.0f} | {gw:,.0f} | {gw / relay:.2f} | {gw / nginx:.2f} |"
+                f"| {round_ + 1} | {nginx:,.0f} | {relay:,.0f} | {gw:,.0f} | {jwt_:,.0f} | "
+                f"{gw / relay:.2f}; {gw / nginx:.2f} | {jwt_ / gw:.2f} |"
             )
     return loads
 
@@ -648,9 +660,9 @@ def _transfer(direction: str, port: int, big: Path) -> list[str]:
     return [f"http://127.0.0.1:{port}{DOWNLOAD}"]
 
 
-def _median_ratio(in_turn: dict[str, list[Load]], base: str) -> str:
-    """The gateway ÷ ``base`` req/s ratio of each round, their median first."""
-    each = [g.rps / b.rps for g, b in zip(in_turn[IN_TURN[2]], in_turn[base], strict=True)]
+def _median_ratio(in_turn: dict[str, list[Load]], of: str, to: str) -> str:
+    """The ``of`` ÷ ``to`` req/s ratio of each round, their median first."""
+    each = [a.rps / b.rps for a, b in zip(in_turn[of], in_turn[to], strict=True)]
     return f"{statistics.median(each):.2f} (rounds {', '.join(f'{r:.2f}' for r in each)})"
 
 
@@ -667,28 +679,21 @@ def ratios(
     drift: tuple[float, float, int, float] | None,
     traced: tuple[Load, Load],
 ) -> None:
-    gw, relay, nginx, own = (
-        results["proget-gateway"],
-        results["bare relay (uvicorn+aiohttp)"],
-        results["nginx proxy_pass"],
-        results[OWN],
-    )
-    jwt_ = results["proget-gateway (JWT)"]
+    gw, relay, nginx, own, jwt_ = (results[name] for name in (GATEWAY, RELAY, NGINX, OWN, GATEWAY_JWT))
     print("\nIssue 9 targets, from this run\n")
+    rounds = f"median of {SMALL_ROUNDS} rounds in turn"
     lines = [
-        *(
-            (
-                f"gateway ÷ {what}, req/s, median of {SMALL_ROUNDS} rounds in turn (target ≥ {target})",
-                _median_ratio(in_turn, name),
-            )
-            for what, name, target in (("bare relay", IN_TURN[1], "1.2"), ("nginx", IN_TURN[0], "0.2"))
+        (f"gateway ÷ bare relay, req/s, {rounds} (target ≥ 1.2)", _median_ratio(in_turn, GATEWAY, RELAY)),
+        (f"gateway ÷ nginx, req/s, {rounds} (target ≥ 0.2)", _median_ratio(in_turn, GATEWAY, NGINX)),
+        (
+            f"JWT client ÷ token client, req/s, {rounds} (target ≥ 0.9)",
+            _median_ratio(in_turn, GATEWAY_JWT, GATEWAY),
         ),
         (
-            "the same two ratios from the first table's single windows",
-            f"{gw.rps / relay.rps:.2f}; {gw.rps / nginx.rps:.2f}",
+            "the same three ratios from the first table's single windows",
+            f"{gw.rps / relay.rps:.2f}; {gw.rps / nginx.rps:.2f}; {jwt_.rps / gw.rps:.2f}",
         ),
         ("gateway p99, ms (target ≤ 25)", f"{gw.p99_ms:.1f}"),
-        ("JWT client ÷ token client, req/s (target ≥ 0.9)", f"{jwt_.rps / gw.rps:.2f}"),
         ("gateway CPU µs/req; relay; nginx", f"{gw.cpu_us:.0f}; {relay.cpu_us:.0f}; {nginx.cpu_us:.0f}"),
         ("own transport, no checks ÷ bare relay, req/s", f"{own.rps / relay.rps:.2f}"),
         (
