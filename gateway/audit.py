@@ -21,7 +21,7 @@ import orjson
 
 from gateway.errors import GatewayError
 from gateway.needles import NO_NEEDLES, Needles
-from gateway.redact import checked_line
+from gateway.redact import PLACEHOLDER, checked_line
 
 if TYPE_CHECKING:
     from gateway.tracing import RequestTrace
@@ -72,8 +72,13 @@ class Flow:
 
     def shown_path(self) -> str:
         """The path for the log and the status page: canonical, or the raw one made safe (computed
-        only for the requests refused before their path was understood, not for every request)."""
-        return self.path or safe_raw_path(self.raw_target)
+        only for the requests refused before their path was understood, not for every request).
+
+        A raw path holding a presented credential is shown as ``***`` whole: made safe, its bytes
+        outside ASCII are written as ``\\xNN`` text, a spelling the redactor does not read back."""
+        if self.path:
+            return self.path
+        return PLACEHOLDER if self.secrets.found_in(self.raw_target) else safe_raw_path(self.raw_target)
 
     @property
     def code(self) -> str:

@@ -13,7 +13,8 @@ Two halves, so that neither has to enumerate what the other covers:
   and last characters also depend on the neighbouring bytes; those unstable edge characters are cut.
 - *escapes* the attacker can apply to any subset of characters (``t%6fken``, ``t\\u006fken``) are
   undone on the haystack instead: percent-decoding (up to three times: twice by the client, once by
-  the form or query holding it) and JSON ``\\u``, ``\\"``, ``\\\\`` and ``\\/`` escapes. These only
+  the form or query holding it) and every JSON escape: ``\\u`` (a surrogate pair as the one character
+  it spells), ``\\"``, ``\\\\``, ``\\/`` and the one-letter ``\\b \\f \\n \\r \\t``. These only
   run when the haystack holds a ``%`` or a ``\\``, so ordinary traffic pays for one ``lower()`` and one
   search per needle (when the needles are compiled, one case-insensitive search and no ``lower()``). A
   haystack shorter than the shortest needle is not searched at all: no decoding makes text longer.
@@ -34,10 +35,13 @@ from itertools import islice
 from urllib.parse import unquote_to_bytes
 
 MIN_FORM = 6  # an encoded form shorter than this (from a very short secret) would match by accident
-_JSON_ESCAPE = re.compile(rb'\\(?:u([0-9a-f]{4})|(["\\/]))')
+# A surrogate pair first: JSON spells a character beyond the BMP as two escapes, read as one.
+_PAIR = rb"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|"
+_JSON_ESCAPE = re.compile(_PAIR + rb'\\(?:u([0-9a-f]{4})|(["\\/bfnrt]))')
 # The same escapes read by a looser reader, for whom ``\\`` is not an escape: in ``\\u003a`` it sees
 # ``\`` and then ``\u003a``, a colon. A log reader can read a secret out that way, so we do too.
-_LOOSE_ESCAPE = re.compile(rb'\\(?:u([0-9a-f]{4})|(["/]))')
+_LOOSE_ESCAPE = re.compile(_PAIR + rb'\\(?:u([0-9a-f]{4})|(["/bfnrt]))')
+_SHORT = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t"}  # JSON's one-letter escapes
 _PERCENT_DECODES = 3  # twice by the client, once more by the form or query it sits in
 _JSON_DECODES = 1
 
@@ -109,9 +113,12 @@ def _walk(text: bytes, percent: int, escapes: int, seen: set[int]) -> Iterator[b
 
 
 def _unescape(match: re.Match[bytes]) -> bytes:
-    if match.group(2):
-        return match.group(2)
-    code = int(match.group(1), 16)
+    high, low, single, char = match.groups()
+    if high:  # a surrogate pair: one character beyond the BMP, in UTF-8 as a reader writes it
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00).encode("utf-8")
+    if char:
+        return _SHORT.get(char, char)
+    code = int(single, 16)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept as a lone surrogate (surrogateescape):
         return bytes((code - 0xDC00,))  # how the audit line spells a field's raw byte, read back
     return chr(code).encode("utf-8", "surrogatepass")

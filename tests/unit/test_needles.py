@@ -136,3 +136,14 @@ def test_searching_escaped_text_leaves_nothing_for_the_collector() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    "secret", ["pgw_tab\there_0123456789", "pgw_\r\n\b\f_0123456789", "pgw_😀_\U0001d518_0123456789"]
+)
+def test_every_json_escape_a_reader_undoes_is_read(secret: str) -> None:
+    """``\\t`` and its kind, and a character beyond the BMP as a surrogate pair of ``\\u`` escapes, as
+    ``json`` writes them (in a body sent to ProGet or in the audit line)."""
+    body = json.dumps({"value": secret}).encode("ascii")
+    assert secret.encode() not in body  # only an escaped spelling is there
+    assert Needles.of([secret.encode()]).found_in(body)

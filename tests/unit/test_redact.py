@@ -148,3 +148,32 @@ def test_a_token_with_bytes_that_are_not_utf8_is_not_written() -> None:
     written = _written(flow)
     read_back = json.loads(written)["sub"].encode("utf-8", "surrogateescape")
     assert token not in read_back
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    token=st.text(st.characters(exclude_categories=("Cs",)), min_size=12, max_size=30),
+    field=st.sampled_from(_TEXT_FIELDS),
+    before=st.text(max_size=8),
+    after=st.text(max_size=8),
+)
+def test_a_token_in_any_script_is_not_in_the_line_a_reader_decodes(
+    token: str, field: str, before: str, after: str
+) -> None:
+    """Any code point, beyond the BMP too (JSON writes those as a surrogate pair of escapes); judged
+    by reading the line back as a log reader does, with ``json``."""
+    flow = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token.encode()]))
+    setattr(flow, field, before + token + after)
+    read_back = json.loads(_written(flow))
+    assert all(token.lower() not in value.lower() for value in read_back.values() if isinstance(value, str))
+
+
+def test_a_raw_path_holding_a_token_with_bytes_outside_ascii_is_not_shown() -> None:
+    """Refused before it was understood, a path is logged made safe, non-ASCII bytes as ``\\xNN``
+    text: a token with such bytes would be written in a spelling no needle reads, so it is not shown."""
+    token = b"pgw_\xff\xfe_" + b"k" * 24
+    flow = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token]), raw_target=b"/x/" + token + b"/y")
+    assert b"k" * 24 not in _written(flow).encode()
+    assert json.loads(_written(flow))["path"] == PLACEHOLDER
+    plain = Flow("rid", "GET", "127.0.0.1", secrets=Needles.of([token]), raw_target=b"/x/\xff/y")
+    assert json.loads(_written(plain))["path"] == "/x/\\\\xff/y"  # no credential: shown made safe
