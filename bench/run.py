@@ -58,6 +58,12 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 OWN = "own transport, no checks"  # bench/own_relay.py: gateway.http1 + gateway.upstream only
 DEV = "proget-gateway, dev Python"  # the same gateway on the interpreter given by --dev-python
+NGINX, RELAY, GATEWAY, GATEWAY_JWT = (
+    "nginx proxy_pass",
+    "bare relay (uvicorn+aiohttp)",
+    "proget-gateway",
+    "proget-gateway (JWT)",
+)
 
 
 def free_port() -> int:
@@ -430,12 +436,12 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
     relay, own_transport = script("relay.py"), script("own_relay.py")
 
     candidates: dict[str, Callable[[int], list[str]]] = {
-        "nginx proxy_pass": lambda p: [
+        NGINX: lambda p: [
             "nginx",
             "-c",
             str(nginx_conf(tmp, p, proxy_body(), proxy_upstream(up_port))),
         ],
-        "bare relay (uvicorn+aiohttp)": relay,
+        RELAY: relay,
         OWN: own_transport,
         "naive Starlette + httpx": lambda p: [
             sys.executable,
@@ -447,7 +453,7 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
             "--port",
             str(p),
         ],
-        "proget-gateway": gw,
+        GATEWAY: gw,
     }
     if args.dev_python:
         dev_python = args.dev_python
@@ -462,20 +468,20 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
             with process(pinned(PROXY_CORE, command(port)), port, log) as proc:
                 warm(port, BEARER)
                 results[name] = r = load(proc.pid, port, s, BEARER)
-                if name == "proget-gateway":
+                if name == GATEWAY:
                     warm(port, jwt_auth)
-                    results["proget-gateway (JWT)"] = load(proc.pid, port, s, jwt_auth)
+                    results[GATEWAY_JWT] = load(proc.pid, port, s, jwt_auth)
                 if name in ("naive Starlette + httpx", DEV):
                     row(name, r, " — | — | — |")
                     continue
                 down = mb_per_s(args.size_mib, [f"http://127.0.0.1:{port}{DOWNLOAD}"])
                 up = mb_per_s(args.size_mib, ["-T", str(big), f"http://127.0.0.1:{port}{UPLOAD}"])
                 row(name, r, f" {down:>8,.0f} | {up:>7,.0f} | {peak_rss_mib(proc.pid):>7.0f} |")
-                if name == "proget-gateway":
-                    row("proget-gateway (JWT)", results["proget-gateway (JWT)"], " — | — | — |")
+                if name == GATEWAY:
+                    row(GATEWAY_JWT, results[GATEWAY_JWT], " — | — | — |")
         in_turn = small_in_turn(log, s, candidates, jwt_auth)
-        duel = transfer_duel(log, args.size_mib, big, candidates["nginx proxy_pass"], gw)
-        curves(tmp, log, s, candidates["bare relay (uvicorn+aiohttp)"], gw)
+        duel = transfer_duel(log, args.size_mib, big, candidates[NGINX], gw)
+        curves(tmp, log, s, candidates[RELAY], gw)
         traced = tracing_cost(log, s, gw)
         drift = None if args.quick else drift_run(log, gw, big)
     ratios(results, in_turn, duel, drift, traced)
@@ -552,12 +558,6 @@ DUEL_ROUNDS = 9
 
 
 SMALL_ROUNDS = 5
-NGINX, RELAY, GATEWAY, GATEWAY_JWT = (
-    "nginx proxy_pass",
-    "bare relay (uvicorn+aiohttp)",
-    "proget-gateway",
-    "proget-gateway (JWT)",
-)
 IN_TURN = (NGINX, RELAY, GATEWAY, GATEWAY_JWT)  # the JWT client is loaded on the gateway's process
 
 
@@ -567,8 +567,8 @@ def small_in_turn(
     """The small-request ratios from loads taken in turn, as the transfers are (``transfer_duel``).
 
     Each row of the first table is measured in its own 10 s window, minutes apart; on this VM a
-    proxy's req/s moves by ±5 % between such windows (nginx 51,297 to 63,013 in the seventh session's
-    runs), which is as much as the gateway ÷ nginx target's margin. Here nginx, the bare relay and
+    proxy's req/s moves by up to a quarter between such windows (nginx 48,618 to 61,441 req/s in
+    rounds a minute apart), more than the gateway ÷ nginx target's margin. Here nginx, the bare relay and
     the gateway run at once (each pinned to the proxy core, idle while another is loaded), each round
     loads nginx, the relay, the gateway with a token and the gateway with a JWT seconds apart, the
     order rotating from round to round; the ratios are the medians of the rounds' ratios."""
